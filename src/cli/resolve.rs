@@ -1,0 +1,105 @@
+//! `staticpin resolve IMAGE...`: print each reference pinned to its digest.
+
+use clap::Args;
+use serde_json::json;
+
+use super::{OutputFormat, RegistryArgs, EXIT_FAILED, EXIT_OK};
+use crate::reference::ImageRef;
+use crate::registry::{resolve_all, ErrorKind, HttpResolver, ResolveError, Resolution};
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Image references, e.g. registry.k8s.io/etcd:3.5.16-0
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+pub async fn run(args: ResolveArgs) -> u8 {
+    let settings = match args.registry.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("staticpin: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let parsed: Vec<Result<ImageRef, ResolveError>> = args
+        .images
+        .iter()
+        .map(|s| {
+            ImageRef::parse(s).map_err(|e| ResolveError {
+                image: s.clone(),
+                registry: "-".into(),
+                kind: ErrorKind::InvalidReference,
+                detail: e.reason,
+            })
+        })
+        .collect();
+    let valid: Vec<ImageRef> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let concurrency = settings.concurrency;
+    let resolver = HttpResolver::new(settings);
+    let mut answers = resolve_all(&resolver, &valid, concurrency).await.into_iter();
+    let results: Vec<(String, Result<(String, Resolution), ResolveError>)> = parsed
+        .into_iter()
+        .zip(&args.images)
+        .map(|(p, original)| {
+            let result = p.and_then(|image| {
+                let answer = answers.next().expect("one answer per valid reference");
+                answer.map(|res| {
+                    let pinned = match image.digest() {
+                        Some(_) => image.original().to_string(),
+                        None => image.pinned(&res.digest),
+                    };
+                    (pinned, res)
+                })
+            });
+            (original.clone(), result)
+        })
+        .collect();
+
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    for e in results.iter().filter_map(|(_, r)| r.as_ref().err()) {
+        eprintln!("staticpin: {e}");
+    }
+    match args.output {
+        OutputFormat::Text => {
+            for (pinned, _) in results.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+                println!("{pinned}");
+            }
+        }
+        OutputFormat::Json => {
+            let items: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(image, r)| match r {
+                    Ok((pinned, res)) => json!({
+                        "image": image,
+                        "pinned": pinned,
+                        "digest": res.digest.to_string(),
+                        "mediaType": res.media_type,
+                    }),
+                    Err(e) => json!({
+                        "image": image,
+                        "registry": e.registry,
+                        "kind": e.kind.as_str(),
+                        "error": e.to_string(),
+                    }),
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items).expect("JSON of plain values"));
+        }
+    }
+    if failed > 0 {
+        if results.len() > 1 {
+            eprintln!("staticpin: {failed} of {} images failed to resolve", results.len());
+        }
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}

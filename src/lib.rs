@@ -1,0 +1,14 @@
+//! staticpin: pin Kubernetes static pod images to registry digests, on the node.
+//!
+//! The crate is a library with a thin binary so that every part can be tested
+//! without a process boundary. The module tree follows the data flow:
+//!
+//! - [`reference`]: image reference grammar and normalisation (pure).
+//! - [`credentials`]: kubelet's docker-config search and host matching.
+//! - [`registry`]: digest resolution over the OCI distribution API.
+//! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
+
+pub mod cli;
+pub mod credentials;
+pub mod reference;
+pub mod registry;

@@ -1,0 +1,250 @@
+//! Registry authentication: `WWW-Authenticate` challenges and the token flow.
+//!
+//! Parsing is strict because a malformed challenge is a registry bug the
+//! operator needs to hear about, not something to guess around. Tokens are
+//! cached until shortly before they expire, keyed by realm, service, scope
+//! and a hash of the credential, so two credentials never share a token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::credentials::Secret;
+use crate::reference::Digest;
+
+use super::{ErrorKind, Failure};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// The registry answered without asking for credentials.
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+/// Parses an RFC 7235 challenge: `Scheme k="v", k2=v2`.
+pub(crate) fn parse_challenge(header: &str) -> Result<Challenge, Failure> {
+    let malformed = |why: &str| {
+        Failure::new(
+            ErrorKind::Protocol,
+            format!("malformed WWW-Authenticate header {header:?}: {why}"),
+        )
+    };
+    let header = header.trim();
+    let (scheme, rest) = match header.find(char::is_whitespace) {
+        Some(i) => (&header[..i], header[i..].trim_start()),
+        None => (header, ""),
+    };
+    let params = parse_params(rest).map_err(|w| malformed(&w))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Ok(Challenge::Basic),
+        "bearer" => {
+            let realm = params
+                .get("realm")
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| malformed("Bearer challenge without realm"))?;
+            if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+                return Err(malformed("realm is not an http(s) URL"));
+            }
+            Ok(Challenge::Bearer {
+                realm: realm.clone(),
+                service: params.get("service").cloned(),
+                scope: params.get("scope").cloned(),
+            })
+        }
+        "" => Err(malformed("empty challenge")),
+        other => Err(malformed(&format!("unsupported scheme {other:?}"))),
+    }
+}
+
+fn parse_params(s: &str) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = s[start..i].to_ascii_lowercase();
+        if key.is_empty() || i >= b.len() || b[i] != b'=' {
+            return Err(format!("parameter {:?} has no value", &s[start..i]));
+        }
+        i += 1;
+        let value = if b.get(i) == Some(&b'"') {
+            i += 1;
+            let mut v = String::new();
+            loop {
+                match b.get(i) {
+                    None => return Err("unterminated quoted string".into()),
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < b.len() => {
+                        v.push(b[i + 1] as char);
+                        i += 2;
+                    }
+                    Some(_) => {
+                        let ch = s[i..].chars().next().expect("in bounds");
+                        v.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            v
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b',' && !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            s[vs..i].to_string()
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// A token server's answer (distribution `token.md`).
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+/// Default lifetime when the server omits `expires_in`, per the spec.
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+
+pub(crate) fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), Failure> {
+    let r: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        Failure::new(ErrorKind::Protocol, format!("token server sent invalid JSON: {e}"))
+    })?;
+    let token = r
+        .token
+        .filter(|t| !t.is_empty())
+        .or(r.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| Failure::new(ErrorKind::Protocol, "token server response has no token"))?;
+    let life = r.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    Ok((Secret::new(token), Duration::from_secs(life)))
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    realm: String,
+    service: String,
+    scope: String,
+    /// sha256 of `user:password`, so the cache never holds a second copy of the secret.
+    identity: String,
+}
+
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    tokens: Mutex<HashMap<TokenKey, (Secret, Instant)>>,
+}
+
+impl TokenCache {
+    pub(crate) fn key(
+        realm: &str,
+        service: &str,
+        scope: &str,
+        cred: Option<&crate::credentials::Credential>,
+    ) -> CacheKey {
+        let identity = match cred {
+            Some(c) => {
+                Digest::sha256_of(format!("{}:{}", c.username, c.password.expose()).as_bytes()).to_string()
+            }
+            None => "anonymous".to_string(),
+        };
+        CacheKey(TokenKey {
+            realm: realm.into(),
+            service: service.into(),
+            scope: scope.into(),
+            identity,
+        })
+    }
+
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Secret> {
+        let map = self.tokens.lock().expect("token cache poisoned");
+        map.get(&key.0)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(t, _)| t.clone())
+    }
+
+    pub(crate) fn put(&self, key: CacheKey, token: Secret, lifetime: Duration) {
+        // Renew a little early so a token never expires mid-request.
+        let margin = (lifetime / 10).min(Duration::from_secs(30));
+        let until = Instant::now() + lifetime - margin;
+        self.tokens.lock().expect("token cache poisoned").insert(key.0, (token, until));
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey(TokenKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_real_challenges() {
+        assert_eq!(parse_challenge(r#"Basic realm="test""#).unwrap(), Challenge::Basic);
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
+            )
+            .unwrap(),
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/nginx:pull".into()),
+            }
+        );
+        assert!(matches!(
+            parse_challenge("bearer realm=http://127.0.0.1:1/token, service=svc").unwrap(),
+            Challenge::Bearer { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_malformed_challenges() {
+        for h in [
+            "",
+            "Bearer",
+            r#"Bearer service="x""#,
+            r#"Bearer realm="https://x"#,
+            "Bearer realm",
+            r#"Bearer realm="ftp://x""#,
+            r#"Negotiate abc="x""#,
+        ] {
+            let e = parse_challenge(h).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Protocol, "{h}");
+            assert!(e.detail.contains("malformed WWW-Authenticate"), "{}", e.detail);
+        }
+    }
+
+    #[test]
+    fn token_response_defaults_and_cache_expiry() {
+        let (t, life) = parse_token_response(br#"{"access_token":"abc"}"#).unwrap();
+        assert_eq!(t.expose(), "abc");
+        assert_eq!(life, Duration::from_secs(60));
+        assert!(parse_token_response(br#"{"token":""}"#).is_err());
+        let cache = TokenCache::default();
+        let k = TokenCache::key("r", "s", "scope", None);
+        cache.put(k.clone(), Secret::new("t"), Duration::from_secs(60));
+        assert!(cache.get(&k).is_some());
+        cache.put(k.clone(), Secret::new("t"), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get(&k).is_none());
+    }
+}

@@ -1,0 +1,260 @@
+//! Resolving image references to manifest digests.
+//!
+//! [`Resolver`] is the seam between the pure planning code and the network:
+//! [`HttpResolver`] talks the OCI distribution API the way containerd does,
+//! and tests can substitute a fake. [`resolve_all`] owns the per-run rules:
+//! each unique reference is asked once, a bounded number run concurrently,
+//! and references that already carry a digest never reach the resolver.
+
+mod auth;
+mod client;
+mod tls;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+pub use client::HttpResolver;
+
+use crate::credentials::Keyring;
+use crate::reference::{Digest, ImageRef};
+
+/// What a tag resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub digest: Digest,
+    /// The manifest's media type, e.g. an OCI index for multi-arch tags.
+    /// `None` when the reference was already pinned and nothing was asked.
+    pub media_type: Option<String>,
+}
+
+/// Failure classes a caller or operator branches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidReference,
+    NotFound,
+    Unauthorized,
+    Forbidden,
+    Tls,
+    Timeout,
+    Connect,
+    BadDigest,
+    RateLimited,
+    Server,
+    Protocol,
+    Config,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidReference => "invalid reference",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Tls => "TLS error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connection failed",
+            ErrorKind::BadDigest => "bad digest",
+            ErrorKind::RateLimited => "rate limited",
+            ErrorKind::Server => "server error",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Config => "configuration error",
+        }
+    }
+
+    /// Whether the same request may succeed if simply tried again later.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Connect | ErrorKind::RateLimited | ErrorKind::Server
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure for one image at one registry. The message never contains
+/// credentials: details are built only from statuses, headers we chose to
+/// quote, and transport errors (which carry URLs without userinfo).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{image} (registry {registry}): {kind}: {detail}")]
+pub struct ResolveError {
+    pub image: String,
+    pub registry: String,
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+/// A failure not yet tied to an image (e.g. a host's TLS setup); cloned into
+/// a [`ResolveError`] for every image that hits it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn for_image(self, image: &ImageRef) -> ResolveError {
+        ResolveError {
+            image: image.original().to_string(),
+            registry: image.registry_host().to_string(),
+            kind: self.kind,
+            detail: self.detail,
+        }
+    }
+}
+
+/// Anything that can turn a tagged reference into a digest.
+pub trait Resolver: Sync {
+    fn resolve(
+        &self,
+        image: &ImageRef,
+    ) -> impl Future<Output = Result<Resolution, ResolveError>> + Send;
+}
+
+/// How to reach registries; built from flags and config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keyring: Keyring,
+    /// containerd/docker style certs directories, searched in order.
+    pub certs_dirs: Vec<PathBuf>,
+    /// `host[:port]` entries for which TLS verification is off and plain HTTP allowed.
+    pub insecure_registries: Vec<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for 429, 5xx and connection resets.
+    pub max_retries: u32,
+    /// Longest `Retry-After` staticpin will wait before giving up.
+    pub max_retry_after: Duration,
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keyring: Keyring::default(),
+            certs_dirs: vec![
+                PathBuf::from("/etc/containerd/certs.d"),
+                PathBuf::from("/etc/docker/certs.d"),
+            ],
+            insecure_registries: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_retries: 3,
+            max_retry_after: Duration::from_secs(30),
+            concurrency: 8,
+        }
+    }
+}
+
+/// Resolves every reference, in input order. Unique tagged references are
+/// each asked once, at most `concurrency` at a time; references that already
+/// carry a digest are answered without any request, which is what makes a
+/// second run over pinned manifests silent on the network.
+pub async fn resolve_all<R: Resolver>(
+    resolver: &R,
+    refs: &[ImageRef],
+    concurrency: usize,
+) -> Vec<Result<Resolution, ResolveError>> {
+    let key = |r: &ImageRef| (r.registry_host().to_string(), r.path().to_string(), r.tag_or_latest().to_string());
+    let mut unique: Vec<&ImageRef> = Vec::new();
+    let mut seen = HashMap::new();
+    for r in refs.iter().filter(|r| r.digest().is_none()) {
+        seen.entry(key(r)).or_insert_with(|| {
+            unique.push(r);
+            unique.len() - 1
+        });
+    }
+    let answers: Vec<(usize, Result<Resolution, ResolveError>)> = stream::iter(unique.iter().enumerate())
+        .map(|(i, r)| async move { (i, resolver.resolve(r).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut by_index: Vec<Option<Result<Resolution, ResolveError>>> = vec![None; unique.len()];
+    for (i, a) in answers {
+        by_index[i] = Some(a);
+    }
+    refs.iter()
+        .map(|r| match r.digest() {
+            Some(d) => Ok(Resolution {
+                digest: d.clone(),
+                media_type: None,
+            }),
+            None => {
+                let answer = by_index[seen[&key(r)]].clone().expect("every unique ref answered");
+                // A shared answer must still name the spelling this caller used.
+                answer.map_err(|e| ResolveError {
+                    image: r.original().to_string(),
+                    ..e
+                })
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Fake {
+        calls: AtomicUsize,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    impl Resolver for Fake {
+        async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if image.path().contains("missing") {
+                return Err(Failure::new(ErrorKind::NotFound, "no such tag").for_image(image));
+            }
+            Ok(Resolution {
+                digest: Digest::sha256_of(image.normalized().as_bytes()),
+                media_type: Some("x".into()),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn dedupes_bounds_and_skips_pinned() {
+        let fake = Fake {
+            calls: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        };
+        let pinned = format!("r.io/a@sha256:{}", "0".repeat(64));
+        let names: Vec<String> = (0..10)
+            .map(|i| format!("r.io/img{i}:v"))
+            .chain(["nginx".into(), "docker.io/library/nginx:latest".into(), pinned.clone()])
+            .chain(["r.io/missing:v".into()])
+            .collect();
+        let refs: Vec<ImageRef> = names.iter().map(|n| ImageRef::parse(n).unwrap()).collect();
+        let out = resolve_all(&fake, &refs, 3).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 12, "nginx twice is one request, pinned none");
+        assert!(fake.max_in_flight.load(Ordering::SeqCst) <= 3);
+        assert_eq!(out[10].as_ref().unwrap(), out[11].as_ref().unwrap());
+        assert_eq!(out[12].as_ref().unwrap().digest.to_string(), pinned.split('@').nth(1).unwrap());
+        assert_eq!(out[13].as_ref().unwrap_err().kind, ErrorKind::NotFound);
+    }
+}
