@@ -5,10 +5,12 @@
 //!
 //! - [`reference`]: image reference grammar and normalisation (pure).
 //! - [`credentials`]: kubelet's docker-config search and host matching.
+//! - [`manifest`]: kubelet's file rules, image scalars and byte-exact splicing.
 //! - [`registry`]: digest resolution over the OCI distribution API.
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
 pub mod cli;
 pub mod credentials;
+pub mod manifest;
 pub mod reference;
 pub mod registry;
