@@ -248,7 +248,10 @@ fn urls_match(key: &str, image: &str) -> bool {
     let (img_labels, img_port, img_path) = split_url(image);
     key_port == img_port
         && key_labels.len() == img_labels.len()
-        && key_labels.iter().zip(&img_labels).all(|(k, i)| glob_match(k, i))
+        && key_labels
+            .iter()
+            .zip(&img_labels)
+            .all(|(k, i)| glob_match(k, i))
         && img_path.starts_with(key_path)
 }
 
@@ -360,7 +363,10 @@ mod tests {
             ("a.[^b-d].io", "a.c.io/x", false),
             ("a.?.io", "a.x.io/x", true),
         ] {
-            let k = keyring(&format!(r#"{{"auths":{{"{key}":{{"auth":"{}"}}}}}}"#, b64("u:p")));
+            let k = keyring(&format!(
+                r#"{{"auths":{{"{key}":{{"auth":"{}"}}}}}}"#,
+                b64("u:p")
+            ));
             assert_eq!(!k.lookup(image).is_empty(), want, "{key} vs {image}");
         }
     }
@@ -397,7 +403,10 @@ mod tests {
     #[test]
     fn bad_auth_field_names_entry_not_secret() {
         let err = parse_config(br#"{"auths":{"h":{"auth":"bm9jb2xvbg=="}}}"#, false).unwrap_err();
-        assert!(err.contains("\"h\"") && err.contains("base64(username:password)"), "{err}");
+        assert!(
+            err.contains("\"h\"") && err.contains("base64(username:password)"),
+            "{err}"
+        );
         assert!(!err.contains("nocolon"));
         let legacy = parse_config(br#"{"h.io":{"username":"u","password":"p"}}"#, true).unwrap();
         assert_eq!(legacy.lookup("h.io/a").len(), 1);

@@ -244,7 +244,9 @@ fn parse(s: &str) -> Result<ImageRef, String> {
         validate_path_component(component)?;
     }
     if path.len() > MAX_NAME_LEN || domain.len() + 1 + path.len() > MAX_NAME_LEN {
-        return Err(format!("repository name is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "repository name is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     if let Some(t) = tag {
         validate_tag(t)?;
@@ -306,7 +308,9 @@ fn validate_domain(d: &str) -> Result<(), String> {
         }
         for label in h.split('.') {
             let ok = !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-');
             if !ok {
@@ -355,7 +359,10 @@ fn validate_tag(t: &str) -> Result<(), String> {
         return Err("tag is empty".into());
     }
     if t.len() > MAX_TAG_LEN {
-        return Err(format!("tag is {} characters long; the limit is {MAX_TAG_LEN}", t.len()));
+        return Err(format!(
+            "tag is {} characters long; the limit is {MAX_TAG_LEN}",
+            t.len()
+        ));
     }
     let b = t.as_bytes();
     if !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
@@ -378,11 +385,20 @@ mod tests {
     fn normalises_like_distribution() {
         assert_eq!(norm("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(norm("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(norm("index.docker.io/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            norm("index.docker.io/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(norm("docker.io/foo/bar:x"), "docker.io/foo/bar:x");
         assert_eq!(norm("localhost/foo"), "localhost/foo:latest");
-        assert_eq!(norm("localhost:5000/foo/bar:v1"), "localhost:5000/foo/bar:v1");
-        assert_eq!(norm("Registry.Example.COM/app"), "Registry.Example.COM/app:latest");
+        assert_eq!(
+            norm("localhost:5000/foo/bar:v1"),
+            "localhost:5000/foo/bar:v1"
+        );
+        assert_eq!(
+            norm("Registry.Example.COM/app"),
+            "Registry.Example.COM/app:latest"
+        );
         assert_eq!(norm("[::1]:5000/app:v"), "[::1]:5000/app:v");
         assert_eq!(
             norm("registry.k8s.io/kube-apiserver:v1.31.0"),
@@ -404,7 +420,10 @@ mod tests {
         assert_eq!(r.pinned(&dg), format!("localhost:5000/app:v1@{d}"));
         assert_eq!(r.pinned_digest_only(&dg), format!("localhost:5000/app@{d}"));
         assert_eq!(r.registry_host(), "localhost:5000");
-        assert_eq!(ImageRef::parse("nginx").unwrap().registry_host(), "registry-1.docker.io");
+        assert_eq!(
+            ImageRef::parse("nginx").unwrap().registry_host(),
+            "registry-1.docker.io"
+        );
     }
 
     #[test]
@@ -416,7 +435,10 @@ mod tests {
             ("nginx:", "tag is empty"),
             ("nginx:-x", "must not start"),
             ("nginx@sha256:abc", "64 lowercase hex"),
-            ("nginx@md5:0123456789abcdef0123456789abcdef", "unsupported digest"),
+            (
+                "nginx@md5:0123456789abcdef0123456789abcdef",
+                "unsupported digest",
+            ),
             ("a//b", "path component"),
             ("foo_-bar", "path component"),
             (" nginx", "whitespace"),
@@ -428,7 +450,10 @@ mod tests {
             assert!(msg.contains(why), "{bad:?}: {msg}");
         }
         let long = format!("nginx:{}", "a".repeat(129));
-        assert!(ImageRef::parse(&long).unwrap_err().reason.contains("limit is 128"));
+        assert!(ImageRef::parse(&long)
+            .unwrap_err()
+            .reason
+            .contains("limit is 128"));
         assert!(ImageRef::parse(&format!("nginx:{}", "a".repeat(128))).is_ok());
     }
 }

@@ -3,7 +3,10 @@
 //! Exit codes are part of the interface that scripts rely on:
 //! 0 success; 1 a check found something to act on; 2 something failed.
 
+mod check_config;
+mod pin;
 mod resolve;
+mod rollback;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,10 +14,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::credentials;
 use crate::registry::Settings;
+use crate::{config, credentials};
 
 pub const EXIT_OK: u8 = 0;
+pub const EXIT_CHECK: u8 = 1;
 pub const EXIT_FAILED: u8 = 2;
 
 const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a check found unpinned images (check modes)\n  2  at least one image or file failed, or the arguments were invalid";
@@ -39,6 +43,28 @@ pub enum Command {
     /// unchanged without asking any registry.
     #[command(after_help = EXIT_CODES_HELP)]
     Resolve(resolve::ResolveArgs),
+
+    /// Pin every image in static pod manifests to its digest, in place.
+    ///
+    /// PATH is a manifest file or directory [default: the configured manifestDir,
+    /// /etc/kubernetes/manifests]. Only the image values change, byte for byte;
+    /// each changed file is backed up outside the manifest directory first and
+    /// replaced atomically.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Pin(pin::PinArgs),
+
+    /// Restore the newest backup of each manifest (or of PATH) atomically.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Rollback(rollback::RollbackArgs),
+
+    /// Validate a config file (default: /etc/staticpin/config.yaml plus config.d).
+    CheckConfig(check_config::CheckConfigArgs),
+}
+
+/// Prints a one-line error for a setup problem and returns the failure code.
+pub(crate) fn fail(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("staticpin: {msg}");
+    EXIT_FAILED
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,18 +74,23 @@ pub enum OutputFormat {
 }
 
 /// How to reach registries; shared by every subcommand that resolves.
+/// Every flag overrides the same camelCase key of the config file.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
+    /// Config file [default: /etc/staticpin/config.yaml plus /etc/staticpin/config.d/*.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Use this docker config (config.json or .dockercfg) instead of kubelet's search path.
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
 
-    /// kubelet's --root-dir; its config.json is searched first.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
-    pub kubelet_root_dir: PathBuf,
+    /// kubelet's --root-dir, whose config.json is searched first [default: /var/lib/kubelet].
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_root_dir: Option<PathBuf>,
 
-    /// A certs directory in containerd/docker layout (<dir>/<host[:port]>/*.crt).
-    /// Repeatable; when given, replaces the defaults /etc/containerd/certs.d and /etc/docker/certs.d.
+    /// A certs directory in containerd/docker layout (<dir>/<host[:port]>/*.crt). Repeatable;
+    /// replaces the defaults /etc/containerd/certs.d and /etc/docker/certs.d.
     #[arg(long = "certs-dir", value_name = "DIR")]
     pub certs_dirs: Vec<PathBuf>,
 
@@ -67,32 +98,67 @@ pub struct RegistryArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
 
-    /// Seconds allowed for one whole request.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub timeout: f64,
+    /// Seconds allowed for one whole request [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
 
-    /// Seconds allowed to establish a connection.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub connect_timeout: f64,
+    /// Seconds allowed to establish a connection [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
 
-    /// Retries after the first attempt on 429, 5xx and connection failures.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub retries: u32,
+    /// Retries after the first attempt on 429, 5xx and connection failures [default: 3].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 
-    /// Registry requests in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// Registry requests in flight at once [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
 }
 
 impl RegistryArgs {
-    /// Builds resolver settings, loading credentials the way kubelet does.
-    pub fn settings(&self) -> Result<Settings, String> {
-        let keyring = match &self.docker_config {
+    /// No flags given: config and defaults decide everything.
+    pub fn empty() -> RegistryArgs {
+        RegistryArgs {
+            config: None,
+            docker_config: None,
+            kubelet_root_dir: None,
+            certs_dirs: Vec::new(),
+            insecure_registries: Vec::new(),
+            timeout: None,
+            connect_timeout: None,
+            retries: None,
+            concurrency: None,
+        }
+    }
+
+    /// The config file(s), with flags not yet applied.
+    pub fn load_config(&self) -> Result<config::Settings, String> {
+        let loaded = match &self.config {
+            Some(file) => config::check(file),
+            None => config::load(&config::ConfigPaths::default()).map(|(s, files)| {
+                for f in files {
+                    tracing::info!("read config {}", f.display());
+                }
+                s
+            }),
+        };
+        loaded.map_err(|e| e.to_string())
+    }
+
+    /// Resolver settings: flags over config over defaults, with credentials
+    /// loaded the way kubelet does.
+    pub fn settings(&self, cfg: &config::Settings) -> Result<Settings, String> {
+        let docker_config = self.docker_config.as_ref().or(cfg.docker_config.as_ref());
+        let keyring = match docker_config {
             Some(path) => credentials::load_file(path).map_err(|e| e.to_string())?,
             None => {
+                let root = self
+                    .kubelet_root_dir
+                    .as_ref()
+                    .unwrap_or(&cfg.kubelet_root_dir);
                 let cwd = std::env::current_dir().ok();
                 let home = std::env::var_os("HOME").map(PathBuf::from);
-                let paths = credentials::search_paths(&self.kubelet_root_dir, cwd.as_deref(), home.as_deref());
+                let paths = credentials::search_paths(root, cwd.as_deref(), home.as_deref());
                 let (keyring, from) = credentials::discover(&paths);
                 match from {
                     Some(p) => tracing::info!("using registry credentials from {}", p.display()),
@@ -101,28 +167,32 @@ impl RegistryArgs {
                 keyring
             }
         };
-        let secs = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(format!("--{name} must be a positive number of seconds, got {v}"))
-            }
+        let secs = |name: &str, flag: Option<f64>, cfg: Duration| match flag {
+            None => Ok(cfg),
+            Some(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v)),
+            Some(v) => Err(format!(
+                "--{name} must be a positive number of seconds, got {v}"
+            )),
         };
-        let defaults = Settings::default();
         Ok(Settings {
             keyring,
-            certs_dirs: if self.certs_dirs.is_empty() {
-                defaults.certs_dirs
-            } else {
-                self.certs_dirs.clone()
-            },
-            insecure_registries: self.insecure_registries.clone(),
-            connect_timeout: secs("connect-timeout", self.connect_timeout)?,
-            request_timeout: secs("timeout", self.timeout)?,
-            max_retries: self.retries,
-            max_retry_after: defaults.max_retry_after,
-            concurrency: self.concurrency.into(),
+            certs_dirs: pick(&self.certs_dirs, &cfg.certs_dirs),
+            insecure_registries: pick(&self.insecure_registries, &cfg.insecure_registries),
+            connect_timeout: secs("connect-timeout", self.connect_timeout, cfg.connect_timeout)?,
+            request_timeout: secs("timeout", self.timeout, cfg.timeout)?,
+            max_retries: self.retries.unwrap_or(cfg.retries),
+            max_retry_after: Settings::default().max_retry_after,
+            concurrency: self.concurrency.map_or(cfg.concurrency, usize::from),
         })
+    }
+}
+
+/// Repeatable flags replace the config's list when given at all.
+fn pick<T: Clone>(flags: &[T], cfg: &[T]) -> Vec<T> {
+    if flags.is_empty() {
+        cfg.to_vec()
+    } else {
+        flags.to_vec()
     }
 }
 
@@ -148,7 +218,10 @@ pub fn init_logging(verbose: u8) {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("staticpin: cannot start the async runtime: {e}");
@@ -157,6 +230,9 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let code = match cli.command {
         Command::Resolve(args) => runtime.block_on(resolve::run(args)),
+        Command::Pin(args) => runtime.block_on(pin::run(args)),
+        Command::Rollback(args) => rollback::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
     };
     ExitCode::from(code)
 }

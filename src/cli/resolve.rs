@@ -3,9 +3,9 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{OutputFormat, RegistryArgs, EXIT_FAILED, EXIT_OK};
+use super::{fail, OutputFormat, RegistryArgs, EXIT_FAILED, EXIT_OK};
 use crate::reference::ImageRef;
-use crate::registry::{resolve_all, ErrorKind, HttpResolver, ResolveError, Resolution};
+use crate::registry::{resolve_all, ErrorKind, HttpResolver, Resolution, ResolveError};
 
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
@@ -21,13 +21,17 @@ pub struct ResolveArgs {
     pub images: Vec<String>,
 }
 
+/// The pinned spelling and what the registry said, or why not.
+type Outcome = Result<(String, Resolution), ResolveError>;
+
 pub async fn run(args: ResolveArgs) -> u8 {
-    let settings = match args.registry.settings() {
+    let settings = match args
+        .registry
+        .load_config()
+        .and_then(|c| args.registry.settings(&c))
+    {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("staticpin: {e}");
-            return EXIT_FAILED;
-        }
+        Err(e) => return fail(e),
     };
     let parsed: Vec<Result<ImageRef, ResolveError>> = args
         .images
@@ -41,11 +45,16 @@ pub async fn run(args: ResolveArgs) -> u8 {
             })
         })
         .collect();
-    let valid: Vec<ImageRef> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let valid: Vec<ImageRef> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let concurrency = settings.concurrency;
     let resolver = HttpResolver::new(settings);
-    let mut answers = resolve_all(&resolver, &valid, concurrency).await.into_iter();
-    let results: Vec<(String, Result<(String, Resolution), ResolveError>)> = parsed
+    let mut answers = resolve_all(&resolver, &valid, concurrency)
+        .await
+        .into_iter();
+    let results: Vec<(String, Outcome)> = parsed
         .into_iter()
         .zip(&args.images)
         .map(|(p, original)| {
@@ -91,12 +100,18 @@ pub async fn run(args: ResolveArgs) -> u8 {
                     }),
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&items).expect("JSON of plain values"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&items).expect("JSON of plain values")
+            );
         }
     }
     if failed > 0 {
         if results.len() > 1 {
-            eprintln!("staticpin: {failed} of {} images failed to resolve", results.len());
+            eprintln!(
+                "staticpin: {failed} of {} images failed to resolve",
+                results.len()
+            );
         }
         EXIT_FAILED
     } else {

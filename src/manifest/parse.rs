@@ -82,7 +82,11 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
     let root = match docs.len() {
         0 => return Err(Skip::error("empty file: no Pod document")),
         1 => &docs[0],
-        n => return Err(Skip::error(format!("{n} YAML documents; kubelet reads one Pod per file"))),
+        n => {
+            return Err(Skip::error(format!(
+                "{n} YAML documents; kubelet reads one Pod per file"
+            )))
+        }
     };
     if !matches!(root, Node::Map(_)) {
         return Err(Skip::error("top level is not a mapping, so not a Pod"));
@@ -110,7 +114,9 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
         for (index, c) in containers.iter().enumerate() {
             match c.get("image") {
                 None => {}
-                Some(Node::Scalar { value, style, span }) => wanted.push((field, index, c, value, *style, *span)),
+                Some(Node::Scalar { value, style, span }) => {
+                    wanted.push((field, index, c, value, *style, *span))
+                }
                 Some(_) => {
                     return Err(Skip::error(format!(
                         "spec.{field}[{index}].image is not a plain string (alias, list or mapping)"
@@ -121,7 +127,12 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
     }
     let offsets = byte_offsets(text, wanted.iter().map(|w| w.5.start.index()));
     for ((field, index, c, value, style, span), start) in wanted.into_iter().zip(offsets) {
-        let site_err = |why: &str| Skip::error(format!("spec.{field}[{index}].image on line {}: {why}", span.start.line()));
+        let site_err = |why: &str| {
+            Skip::error(format!(
+                "spec.{field}[{index}].image on line {}: {why}",
+                span.start.line()
+            ))
+        };
         let end = byte_offsets(text, [span.end.index()])[0];
         let (quoting, inner) = locate(text, start, end, value, style).map_err(|w| site_err(&w))?;
         images.push(ImageSite {
@@ -150,7 +161,8 @@ fn parse_documents(text: &str) -> Result<Vec<Node>, Skip> {
         match next()? {
             None | Some((Event::StreamEnd, _)) => return Ok(docs),
             Some((Event::DocumentStart(_), _)) => {
-                let first = next()?.ok_or_else(|| Skip::error("not valid YAML: truncated document"))?;
+                let first =
+                    next()?.ok_or_else(|| Skip::error("not valid YAML: truncated document"))?;
                 docs.push(build(first, &mut next)?);
                 match next()? {
                     Some((Event::DocumentEnd, _)) => {}
@@ -223,7 +235,13 @@ fn byte_offsets(text: &str, char_indices: impl IntoIterator<Item = usize>) -> Ve
 
 /// Finds the scalar's own text inside `text[start..end]` (the span may include
 /// anchors and tags before it and, for quoted styles, a comment after it).
-fn locate(text: &str, start: usize, end: usize, value: &str, style: ScalarStyle) -> Result<(Quoting, Range<usize>), String> {
+fn locate(
+    text: &str,
+    start: usize,
+    end: usize,
+    value: &str,
+    style: ScalarStyle,
+) -> Result<(Quoting, Range<usize>), String> {
     let span = &text[start..end.max(start)];
     match style {
         ScalarStyle::Plain => {
@@ -234,9 +252,17 @@ fn locate(text: &str, start: usize, end: usize, value: &str, style: ScalarStyle)
             Ok((Quoting::Plain, end - value.len()..end))
         }
         ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
-            let q = if style == ScalarStyle::SingleQuoted { b'\'' } else { b'"' };
+            let q = if style == ScalarStyle::SingleQuoted {
+                b'\''
+            } else {
+                b'"'
+            };
             let bytes = text.as_bytes();
-            let open = start + span.bytes().position(|b| b == q).ok_or("opening quote not found")?;
+            let open = start
+                + span
+                    .bytes()
+                    .position(|b| b == q)
+                    .ok_or("opening quote not found")?;
             let mut i = open + 1;
             let close = loop {
                 match bytes.get(i) {
@@ -259,7 +285,11 @@ fn locate(text: &str, start: usize, end: usize, value: &str, style: ScalarStyle)
             if !decoded_ok {
                 return Err("scalar text does not match its parsed value".into());
             }
-            let quoting = if q == b'\'' { Quoting::Single } else { Quoting::Double };
+            let quoting = if q == b'\'' {
+                Quoting::Single
+            } else {
+                Quoting::Double
+            };
             Ok((quoting, open + 1..close))
         }
         _ => Err("block scalars (| or >) are not supported for image".into()),
@@ -275,7 +305,13 @@ mod tests {
             .unwrap()
             .images
             .into_iter()
-            .map(|s| (s.value.clone(), s.quoting, text[s.inner.clone()].to_string()))
+            .map(|s| {
+                (
+                    s.value.clone(),
+                    s.quoting,
+                    text[s.inner.clone()].to_string(),
+                )
+            })
             .collect()
     }
 
@@ -301,20 +337,39 @@ mod tests {
     #[test]
     fn json_manifest() {
         let text = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"x","image":"reg:5000/x:v1"}]}}"#;
-        assert_eq!(sites(text), [("reg:5000/x:v1".into(), Quoting::Double, "reg:5000/x:v1".into())]);
+        assert_eq!(
+            sites(text),
+            [(
+                "reg:5000/x:v1".into(),
+                Quoting::Double,
+                "reg:5000/x:v1".into()
+            )]
+        );
     }
 
     #[test]
     fn skips_with_reasons() {
         let err = |t: &str| inspect(t).unwrap_err();
         assert!(err("").reason.contains("empty"));
-        assert!(err("kind: Pod\n---\nkind: Pod\n").reason.contains("2 YAML documents"));
+        assert!(err("kind: Pod\n---\nkind: Pod\n")
+            .reason
+            .contains("2 YAML documents"));
         let d = err("kind: Deployment\n");
         assert!(!d.is_error && d.reason.contains("Deployment"));
-        assert!(err("kind: Pod\nspec: {containers: [").reason.contains("not valid YAML"));
+        assert!(err("kind: Pod\nspec: {containers: [")
+            .reason
+            .contains("not valid YAML"));
         assert!(err("- a\n").reason.contains("not a mapping"));
-        assert!(err("kind: Pod\nspec:\n  containers:\n  - image: |\n      x\n").reason.contains("block scalar"));
-        assert!(err("kind: Pod\nx: &i a\nspec:\n  containers:\n  - image: *i\n").reason.contains("alias"));
+        assert!(
+            err("kind: Pod\nspec:\n  containers:\n  - image: |\n      x\n")
+                .reason
+                .contains("block scalar")
+        );
+        assert!(
+            err("kind: Pod\nx: &i a\nspec:\n  containers:\n  - image: *i\n")
+                .reason
+                .contains("alias")
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub fn scan(path: &Path) -> Result<Vec<Entry>, String> {
         return Ok(vec![classify(path.to_path_buf(), Ok(meta))]);
     }
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| format!("{}: cannot list directory: {e}", path.display()))? {
+    for entry in std::fs::read_dir(path)
+        .map_err(|e| format!("{}: cannot list directory: {e}", path.display()))?
+    {
         let entry = entry.map_err(|e| format!("{}: cannot list directory: {e}", path.display()))?;
         let name = entry.file_name();
         if !name.as_encoded_bytes().starts_with(b".") {
@@ -44,7 +46,9 @@ pub fn scan(path: &Path) -> Result<Vec<Entry>, String> {
 fn classify(p: PathBuf, meta: std::io::Result<std::fs::Metadata>) -> Entry {
     match meta {
         Ok(m) if m.is_file() => Entry::File(p),
-        Ok(m) if m.is_dir() => Entry::Skipped(p, Skip::benign("directory (kubelet does not recurse)")),
+        Ok(m) if m.is_dir() => {
+            Entry::Skipped(p, Skip::benign("directory (kubelet does not recurse)"))
+        }
         Ok(_) => Entry::Skipped(p, Skip::benign("not a regular file")),
         Err(e) => Entry::Skipped(p, Skip::error(format!("cannot stat: {e}"))),
     }
@@ -58,7 +62,14 @@ mod tests {
     fn follows_kubelet_rules() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        for f in ["b.yaml", "a.json", "Z.bak", "noext", ".hidden.yaml", ".b.yaml.staticpin-1-1.tmp"] {
+        for f in [
+            "b.yaml",
+            "a.json",
+            "Z.bak",
+            "noext",
+            ".hidden.yaml",
+            ".b.yaml.staticpin-1-1.tmp",
+        ] {
             std::fs::write(p.join(f), "x").unwrap();
         }
         std::fs::create_dir(p.join("sub")).unwrap();
@@ -70,14 +81,29 @@ mod tests {
             .iter()
             .map(|e| match e {
                 Entry::File(f) => f.file_name().unwrap().to_string_lossy().into_owned(),
-                Entry::Skipped(f, s) => format!("{}:{}", f.file_name().unwrap().to_string_lossy(), s.is_error),
+                Entry::Skipped(f, s) => format!(
+                    "{}:{}",
+                    f.file_name().unwrap().to_string_lossy(),
+                    s.is_error
+                ),
             })
             .collect();
         assert_eq!(
             names,
-            ["Z.bak", "a.json", "b.yaml", "dangling.yaml:true", "link.yaml", "noext", "sub:false"]
+            [
+                "Z.bak",
+                "a.json",
+                "b.yaml",
+                "dangling.yaml:true",
+                "link.yaml",
+                "noext",
+                "sub:false"
+            ]
         );
-        assert_eq!(scan(&p.join("a.json")).unwrap(), vec![Entry::File(p.join("a.json"))]);
+        assert_eq!(
+            scan(&p.join("a.json")).unwrap(),
+            vec![Entry::File(p.join("a.json"))]
+        );
         assert!(scan(&p.join("missing")).unwrap_err().contains("missing"));
     }
 }

@@ -45,7 +45,8 @@ pub fn apply(text: &str, edits: &[Edit]) -> String {
 /// Checks that `new` is `old` with exactly the edits applied, semantically.
 pub fn verify(old: &str, new: &str, edits: &[Edit]) -> Result<(), String> {
     let before = inspect(old).map_err(|s| format!("original no longer parses: {}", s.reason))?;
-    let after = inspect(new).map_err(|s| format!("rewritten manifest does not parse: {}", s.reason))?;
+    let after =
+        inspect(new).map_err(|s| format!("rewritten manifest does not parse: {}", s.reason))?;
     if before.name != after.name {
         return Err("metadata.name changed".into());
     }
@@ -64,8 +65,8 @@ pub fn verify(old: &str, new: &str, edits: &[Edit]) -> Result<(), String> {
 
     let mut old_doc: Value =
         serde_norway::from_str(old).map_err(|e| format!("original does not parse as YAML: {e}"))?;
-    let new_doc: Value =
-        serde_norway::from_str(new).map_err(|e| format!("rewritten manifest does not parse as YAML: {e}"))?;
+    let new_doc: Value = serde_norway::from_str(new)
+        .map_err(|e| format!("rewritten manifest does not parse as YAML: {e}"))?;
     for e in edits {
         let slot = old_doc
             .get_mut("spec")
@@ -114,7 +115,8 @@ mod tests {
 
     #[test]
     fn verify_catches_collateral_damage() {
-        let text = "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - {name: a, image: a}\n";
+        let text =
+            "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - {name: a, image: a}\n";
         let pod = inspect(text).unwrap();
         let edits = vec![Edit {
             site: pod.images[0].clone(),
@@ -124,7 +126,9 @@ mod tests {
         bad = bad.replace("name: a", "name: z");
         assert!(verify(text, &bad, &edits).unwrap_err().contains("differs"));
         let wrong = text.replace("image: a", "image: b");
-        assert!(verify(text, &wrong, &edits).unwrap_err().contains("intended"));
+        assert!(verify(text, &wrong, &edits)
+            .unwrap_err()
+            .contains("intended"));
     }
 
     #[test]

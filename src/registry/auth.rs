@@ -128,14 +128,20 @@ const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 
 pub(crate) fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), Failure> {
     let r: TokenResponse = serde_json::from_slice(body).map_err(|e| {
-        Failure::new(ErrorKind::Protocol, format!("token server sent invalid JSON: {e}"))
+        Failure::new(
+            ErrorKind::Protocol,
+            format!("token server sent invalid JSON: {e}"),
+        )
     })?;
     let token = r
         .token
         .filter(|t| !t.is_empty())
         .or(r.access_token.filter(|t| !t.is_empty()))
         .ok_or_else(|| Failure::new(ErrorKind::Protocol, "token server response has no token"))?;
-    let life = r.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    let life = r
+        .expires_in
+        .filter(|&s| s > 0)
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
     Ok((Secret::new(token), Duration::from_secs(life)))
 }
 
@@ -162,7 +168,8 @@ impl TokenCache {
     ) -> CacheKey {
         let identity = match cred {
             Some(c) => {
-                Digest::sha256_of(format!("{}:{}", c.username, c.password.expose()).as_bytes()).to_string()
+                Digest::sha256_of(format!("{}:{}", c.username, c.password.expose()).as_bytes())
+                    .to_string()
             }
             None => "anonymous".to_string(),
         };
@@ -185,7 +192,10 @@ impl TokenCache {
         // Renew a little early so a token never expires mid-request.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let until = Instant::now() + lifetime - margin;
-        self.tokens.lock().expect("token cache poisoned").insert(key.0, (token, until));
+        self.tokens
+            .lock()
+            .expect("token cache poisoned")
+            .insert(key.0, (token, until));
     }
 }
 
@@ -198,7 +208,10 @@ mod tests {
 
     #[test]
     fn parses_real_challenges() {
-        assert_eq!(parse_challenge(r#"Basic realm="test""#).unwrap(), Challenge::Basic);
+        assert_eq!(
+            parse_challenge(r#"Basic realm="test""#).unwrap(),
+            Challenge::Basic
+        );
         assert_eq!(
             parse_challenge(
                 r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
@@ -229,7 +242,11 @@ mod tests {
         ] {
             let e = parse_challenge(h).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Protocol, "{h}");
-            assert!(e.detail.contains("malformed WWW-Authenticate"), "{}", e.detail);
+            assert!(
+                e.detail.contains("malformed WWW-Authenticate"),
+                "{}",
+                e.detail
+            );
         }
     }
 

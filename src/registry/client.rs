@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::auth::{parse_challenge, parse_token_response, Challenge, TokenCache};
 use super::tls::{client_config, find_host_certs};
-use super::{ErrorKind, Failure, ResolveError, Resolution, Resolver, Settings};
+use super::{ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
 use crate::credentials::Credential;
 use crate::reference::{Digest, ImageRef};
 
@@ -64,10 +66,12 @@ impl HttpResolver {
     }
 
     fn is_insecure(&self, host: &str) -> bool {
-        self.settings
-            .insecure_registries
-            .iter()
-            .any(|h| h.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/') == host)
+        self.settings.insecure_registries.iter().any(|h| {
+            h.trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                == host
+        })
     }
 
     fn host(&self, image: &ImageRef) -> Arc<Host> {
@@ -107,9 +111,16 @@ impl HttpResolver {
     ) -> Result<reqwest::Response, Failure> {
         let mut attempt = 0;
         loop {
-            let result = client.request(method.clone(), url).headers(headers.clone()).send().await;
+            let result = client
+                .request(method.clone(), url)
+                .headers(headers.clone())
+                .send()
+                .await;
             let wait = match result {
-                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
                     let status = resp.status();
                     let kind = if status == StatusCode::TOO_MANY_REQUESTS {
                         ErrorKind::RateLimited
@@ -182,7 +193,14 @@ impl HttpResolver {
     }
 
     async fn probe(&self, client: &reqwest::Client, base: &str) -> Result<Endpoint, Failure> {
-        let resp = self.send(client, Method::GET, &format!("{base}/v2/"), HeaderMap::new()).await?;
+        let resp = self
+            .send(
+                client,
+                Method::GET,
+                &format!("{base}/v2/"),
+                HeaderMap::new(),
+            )
+            .await?;
         let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
             challenge_of(&resp)?
         } else {
@@ -206,7 +224,10 @@ impl HttpResolver {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(cred.map(|c| {
                 let raw = format!("{}:{}", c.username, c.password.expose());
-                secret_header(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                secret_header(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
             })),
             Challenge::Bearer { realm, service, .. } => {
                 // Always ask for this repository's pull scope: the scope in a
@@ -217,7 +238,9 @@ impl HttpResolver {
                 if let Some(t) = self.tokens.get(&key) {
                     return Ok(Some(secret_header(&format!("Bearer {}", t.expose()))));
                 }
-                let (token, life) = self.fetch_token(client, host, realm, service, &scope, cred).await?;
+                let (token, life) = self
+                    .fetch_token(client, host, realm, service, &scope, cred)
+                    .await?;
                 let header = secret_header(&format!("Bearer {}", token.expose()));
                 self.tokens.put(key, token, life);
                 Ok(Some(header))
@@ -238,14 +261,22 @@ impl HttpResolver {
             .split_once("://")
             .map(|(_, r)| r.split('/').next().unwrap_or(""))
             .unwrap_or("");
-        if cred.is_some() && realm.starts_with("http://") && !is_loopback(realm_host) && !self.is_insecure(realm_host) {
+        if cred.is_some()
+            && realm.starts_with("http://")
+            && !is_loopback(realm_host)
+            && !self.is_insecure(realm_host)
+        {
             return Err(Failure::new(
                 ErrorKind::Config,
                 format!("token realm {realm} is plain HTTP; refusing to send credentials there (mark {realm_host} with --insecure-registry to allow it)"),
             ));
         }
-        let mut url = reqwest::Url::parse(realm)
-            .map_err(|e| Failure::new(ErrorKind::Protocol, format!("token realm {realm:?} is not a URL: {e}")))?;
+        let mut url = reqwest::Url::parse(realm).map_err(|e| {
+            Failure::new(
+                ErrorKind::Protocol,
+                format!("token realm {realm:?} is not a URL: {e}"),
+            )
+        })?;
         {
             let mut q = url.query_pairs_mut();
             if !service.is_empty() {
@@ -258,10 +289,15 @@ impl HttpResolver {
             let raw = format!("{}:{}", c.username, c.password.expose());
             headers.insert(
                 AUTHORIZATION,
-                secret_header(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))),
+                secret_header(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )),
             );
         }
-        let resp = self.send(client, Method::GET, url.as_str(), headers).await?;
+        let resp = self
+            .send(client, Method::GET, url.as_str(), headers)
+            .await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let who = if cred.is_some() {
@@ -304,10 +340,15 @@ impl HttpResolver {
         loop {
             let mut headers = HeaderMap::new();
             headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-            if let Some(a) = self.authorization(client, &host.name, &challenge, image, cred).await? {
+            if let Some(a) = self
+                .authorization(client, &host.name, &challenge, image, cred)
+                .await?
+            {
                 headers.insert(AUTHORIZATION, a);
             }
-            let resp = self.send(client, Method::HEAD, &url, headers.clone()).await?;
+            let resp = self
+                .send(client, Method::HEAD, &url, headers.clone())
+                .await?;
             match resp.status() {
                 StatusCode::OK => {
                     let media_type = header_str(&resp, CONTENT_TYPE.as_str());
@@ -316,7 +357,9 @@ impl HttpResolver {
                             return Ok(Resolution { digest, media_type })
                         }
                         Some(Ok(_)) | None => {}
-                        Some(Err(e)) => tracing::warn!("{url}: ignoring Docker-Content-Digest: {e}"),
+                        Some(Err(e)) => {
+                            tracing::warn!("{url}: ignoring Docker-Content-Digest: {e}")
+                        }
                     }
                     return self.get_and_hash(client, &url, headers).await;
                 }
@@ -342,7 +385,11 @@ impl HttpResolver {
                 StatusCode::NOT_FOUND => {
                     return Err(Failure::new(
                         ErrorKind::NotFound,
-                        format!("manifest {}:{} not found", image.path(), image.tag_or_latest()),
+                        format!(
+                            "manifest {}:{} not found",
+                            image.path(),
+                            image.tag_or_latest()
+                        ),
                     ))
                 }
                 s => {
@@ -390,7 +437,9 @@ impl HttpResolver {
 impl Resolver for HttpResolver {
     async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
         if image.digest().is_some() {
-            return Err(Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image));
+            return Err(
+                Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
+            );
         }
         let host = self.host(image);
         let client = host.client.clone().map_err(|f| f.for_image(image))?;
@@ -404,7 +453,10 @@ impl Resolver for HttpResolver {
         let mut last = None;
         // kubelet tries every matching credential in turn; so do we.
         for cred in candidates {
-            match self.resolve_with(&client, &host, &endpoint, image, cred).await {
+            match self
+                .resolve_with(&client, &host, &endpoint, image, cred)
+                .await
+            {
                 Err(f) if f.kind == ErrorKind::Unauthorized => last = Some(f),
                 other => return other.map_err(|f| f.for_image(image)),
             }
@@ -418,18 +470,26 @@ fn unauthorized(image: &ImageRef, cred: Option<&Credential>) -> Failure {
         Some(_) => "the registry rejected the credentials configured for",
         None => "no credentials in the docker config match",
     };
-    Failure::new(ErrorKind::Unauthorized, format!("{why} {}", image.canonical_name()))
+    Failure::new(
+        ErrorKind::Unauthorized,
+        format!("{why} {}", image.canonical_name()),
+    )
 }
 
 fn challenge_of(resp: &reqwest::Response) -> Result<Challenge, Failure> {
     match resp.headers().get(WWW_AUTHENTICATE) {
-        Some(v) => parse_challenge(
-            v.to_str()
-                .map_err(|_| Failure::new(ErrorKind::Protocol, "malformed WWW-Authenticate header: not ASCII"))?,
-        ),
+        Some(v) => parse_challenge(v.to_str().map_err(|_| {
+            Failure::new(
+                ErrorKind::Protocol,
+                "malformed WWW-Authenticate header: not ASCII",
+            )
+        })?),
         None => Err(Failure::new(
             ErrorKind::Protocol,
-            format!("{} answered 401 without a WWW-Authenticate challenge", resp.url()),
+            format!(
+                "{} answered 401 without a WWW-Authenticate challenge",
+                resp.url()
+            ),
         )),
     }
 }
@@ -478,7 +538,9 @@ fn is_loopback(host: &str) -> bool {
         _ => host,
     };
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Turns a transport error into a failure class with a readable chain.
@@ -508,7 +570,11 @@ fn classify(e: &reqwest::Error, url: &str) -> Failure {
     let text = chain.join(": ");
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
-    } else if tls || text.contains("certificate") || text.contains("InvalidContentType") || text.contains("corrupt message") {
+    } else if tls
+        || text.contains("certificate")
+        || text.contains("InvalidContentType")
+        || text.contains("corrupt message")
+    {
         ErrorKind::Tls
     } else {
         ErrorKind::Connect

@@ -172,7 +172,13 @@ pub async fn resolve_all<R: Resolver>(
     refs: &[ImageRef],
     concurrency: usize,
 ) -> Vec<Result<Resolution, ResolveError>> {
-    let key = |r: &ImageRef| (r.registry_host().to_string(), r.path().to_string(), r.tag_or_latest().to_string());
+    let key = |r: &ImageRef| {
+        (
+            r.registry_host().to_string(),
+            r.path().to_string(),
+            r.tag_or_latest().to_string(),
+        )
+    };
     let mut unique: Vec<&ImageRef> = Vec::new();
     let mut seen = HashMap::new();
     for r in refs.iter().filter(|r| r.digest().is_none()) {
@@ -181,11 +187,12 @@ pub async fn resolve_all<R: Resolver>(
             unique.len() - 1
         });
     }
-    let answers: Vec<(usize, Result<Resolution, ResolveError>)> = stream::iter(unique.iter().enumerate())
-        .map(|(i, r)| async move { (i, resolver.resolve(r).await) })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    let answers: Vec<(usize, Result<Resolution, ResolveError>)> =
+        stream::iter(unique.iter().enumerate())
+            .map(|(i, r)| async move { (i, resolver.resolve(r).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     let mut by_index: Vec<Option<Result<Resolution, ResolveError>>> = vec![None; unique.len()];
     for (i, a) in answers {
         by_index[i] = Some(a);
@@ -197,7 +204,9 @@ pub async fn resolve_all<R: Resolver>(
                 media_type: None,
             }),
             None => {
-                let answer = by_index[seen[&key(r)]].clone().expect("every unique ref answered");
+                let answer = by_index[seen[&key(r)]]
+                    .clone()
+                    .expect("every unique ref answered");
                 // A shared answer must still name the spelling this caller used.
                 answer.map_err(|e| ResolveError {
                     image: r.original().to_string(),
@@ -246,15 +255,26 @@ mod tests {
         let pinned = format!("r.io/a@sha256:{}", "0".repeat(64));
         let names: Vec<String> = (0..10)
             .map(|i| format!("r.io/img{i}:v"))
-            .chain(["nginx".into(), "docker.io/library/nginx:latest".into(), pinned.clone()])
+            .chain([
+                "nginx".into(),
+                "docker.io/library/nginx:latest".into(),
+                pinned.clone(),
+            ])
             .chain(["r.io/missing:v".into()])
             .collect();
         let refs: Vec<ImageRef> = names.iter().map(|n| ImageRef::parse(n).unwrap()).collect();
         let out = resolve_all(&fake, &refs, 3).await;
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 12, "nginx twice is one request, pinned none");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            12,
+            "nginx twice is one request, pinned none"
+        );
         assert!(fake.max_in_flight.load(Ordering::SeqCst) <= 3);
         assert_eq!(out[10].as_ref().unwrap(), out[11].as_ref().unwrap());
-        assert_eq!(out[12].as_ref().unwrap().digest.to_string(), pinned.split('@').nth(1).unwrap());
+        assert_eq!(
+            out[12].as_ref().unwrap().digest.to_string(),
+            pinned.split('@').nth(1).unwrap()
+        );
         assert_eq!(out[13].as_ref().unwrap_err().kind, ErrorKind::NotFound);
     }
 }

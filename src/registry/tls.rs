@@ -60,7 +60,8 @@ pub(crate) fn find_host_certs(certs_dirs: &[PathBuf], hosts: &[&str]) -> HostCer
                 let Ok(entries) = std::fs::read_dir(&d) else {
                     continue;
                 };
-                let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                let mut files: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 files.sort();
                 for f in files {
                     match f.extension().and_then(|e| e.to_str()) {
@@ -86,7 +87,12 @@ pub(crate) fn find_host_certs(certs_dirs: &[PathBuf], hosts: &[&str]) -> HostCer
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Failure::new(ErrorKind::Config, format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| {
+            Failure::new(
+                ErrorKind::Config,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?
         .collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
@@ -94,7 +100,10 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
             ErrorKind::Config,
             format!("{} contains no PEM certificate", path.display()),
         )),
-        Err(e) => Err(Failure::new(ErrorKind::Config, format!("cannot parse {}: {e}", path.display()))),
+        Err(e) => Err(Failure::new(
+            ErrorKind::Config,
+            format!("cannot parse {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -113,7 +122,10 @@ pub(crate) fn client_config(certs: &HostCerts, insecure: bool) -> Result<ClientC
         for ca in &certs.cas {
             for c in read_certs(ca)? {
                 roots.add(c).map_err(|e| {
-                    Failure::new(ErrorKind::Config, format!("CA {} is not usable: {e}", ca.display()))
+                    Failure::new(
+                        ErrorKind::Config,
+                        format!("CA {} is not usable: {e}", ca.display()),
+                    )
                 })?;
             }
         }
@@ -123,10 +135,16 @@ pub(crate) fn client_config(certs: &HostCerts, insecure: bool) -> Result<ClientC
         Some((cert, key)) => {
             let chain = read_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                Failure::new(ErrorKind::Config, format!("cannot read client key {}: {e}", key.display()))
+                Failure::new(
+                    ErrorKind::Config,
+                    format!("cannot read client key {}: {e}", key.display()),
+                )
             })?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                Failure::new(ErrorKind::Config, format!("client certificate {}: {e}", cert.display()))
+                Failure::new(
+                    ErrorKind::Config,
+                    format!("client certificate {}: {e}", cert.display()),
+                )
             })?
         }
         None => builder.with_no_client_auth(),
@@ -157,7 +175,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -166,7 +189,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -206,6 +234,10 @@ mod tests {
         };
         let err = client_config(&certs, false).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Config);
-        assert!(err.detail.contains(&ca.display().to_string()), "{}", err.detail);
+        assert!(
+            err.detail.contains(&ca.display().to_string()),
+            "{}",
+            err.detail
+        );
     }
 }

@@ -1,0 +1,159 @@
+//! `staticpin pin [PATH...]`: pin, dry-run or check static pod manifests.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{fail, OutputFormat, RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use crate::backup::BackupStore;
+use crate::pin::{self, Mode, Outcome, Report};
+use crate::registry::HttpResolver;
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Print a unified diff of what would change and write nothing.
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+
+    /// Ask no registry; exit 1 if any image is not digest-pinned (for CI and monitoring).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Write `name@sha256:…` instead of `name:tag@sha256:…`.
+    #[arg(long)]
+    pub digest_only: bool,
+
+    /// Where originals are saved before the first change in a run
+    /// [default: /var/lib/staticpin/backups]. Never inside the manifest directory.
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Manifest files or directories [default: the configured manifestDir].
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+pub async fn run(args: PinArgs) -> u8 {
+    let cfg = match args.registry.load_config() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mode = if args.check {
+        Mode::Check
+    } else if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
+    let paths = if args.paths.is_empty() {
+        vec![cfg.manifest_dir.clone()]
+    } else {
+        args.paths.clone()
+    };
+    // --check must work with no network and no credentials at all.
+    let settings = if mode == Mode::Check {
+        Ok(crate::registry::Settings::default())
+    } else {
+        args.registry.settings(&cfg)
+    };
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let options = pin::Options {
+        mode,
+        digest_only: args.digest_only || cfg.digest_only,
+        concurrency: settings.concurrency,
+    };
+    let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
+    let resolver = HttpResolver::new(settings);
+    let backups = (mode == Mode::Apply).then_some(&store);
+    let report = pin::run(&paths, &options, &resolver, backups).await;
+    if mode == Mode::Apply && report.count(|o| matches!(o, Outcome::Pinned(_))) > 0 {
+        if let Err(e) = store.prune(cfg.keep_backups as usize) {
+            tracing::warn!("could not prune old backups: {e}");
+        }
+    }
+
+    match args.output {
+        OutputFormat::Text => print_text(&report, mode),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&report, mode)).expect("plain JSON")
+        ),
+    }
+    if report.has_errors() {
+        EXIT_FAILED
+    } else if mode == Mode::Check && report.unpinned() > 0 {
+        EXIT_CHECK
+    } else {
+        EXIT_OK
+    }
+}
+
+fn print_text(report: &Report, mode: Mode) {
+    for f in &report.files {
+        let path = f.path.display();
+        if let Some(diff) = &f.diff {
+            print!("{diff}");
+        }
+        match &f.outcome {
+            Outcome::Unpinned(_) => {
+                for i in &f.images {
+                    println!("{path}:{}: {} is not pinned to a digest", i.line, i.image);
+                }
+            }
+            Outcome::Pinned(n) if mode == Mode::DryRun => println!("{path}: would pin {n}"),
+            Outcome::Pinned(n) => println!("{path}: pinned {n}"),
+            Outcome::Unchanged if f.images.is_empty() && mode != Mode::Check => {
+                println!("{path}: unchanged (no images)")
+            }
+            Outcome::Unchanged => println!("{path}: already pinned"),
+            Outcome::Skipped(s) => println!("{path}: skipped ({})", s.reason),
+            Outcome::Failed(why) => {
+                println!("{path}: failed");
+                eprintln!("staticpin: {path}: {why}");
+            }
+        }
+    }
+    println!("{}", report.summary(mode));
+}
+
+fn to_json(report: &Report, mode: Mode) -> serde_json::Value {
+    let files: Vec<_> = report
+        .files
+        .iter()
+        .map(|f| {
+            let (status, reason) = match &f.outcome {
+                Outcome::Pinned(_) if mode == Mode::DryRun => ("would-pin", None),
+                Outcome::Pinned(_) => ("pinned", None),
+                Outcome::Unchanged => ("unchanged", None),
+                Outcome::Unpinned(_) => ("unpinned", None),
+                Outcome::Skipped(s) => ("skipped", Some(s.reason.clone())),
+                Outcome::Failed(w) => ("failed", Some(w.clone())),
+            };
+            let images: Vec<_> = f
+                .images
+                .iter()
+                .map(|i| json!({"line": i.line, "image": i.image, "pinned": i.pinned, "error": i.error}))
+                .collect();
+            json!({
+                "path": f.path,
+                "status": status,
+                "reason": reason,
+                "images": images,
+                "backup": f.backup,
+                "diff": f.diff,
+            })
+        })
+        .collect();
+    json!({"files": files, "summary": report.summary(mode), "failed": report.has_errors()})
+}
