@@ -17,7 +17,11 @@ use super::http::{find_header, head_end, parse_head, response_head};
 pub enum FaultStep {
     /// A complete answer. `Content-Length: body.len()` and `Connection:
     /// close` are added unless given in `headers`. HEAD gets no body.
-    Respond { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Read the request, then say nothing for this long, then close (FIN).
     Hang(Duration),
     /// Read the request head, then close with unread data in the socket,
@@ -30,7 +34,12 @@ pub enum FaultStep {
     Delay(Duration, Box<FaultStep>),
     /// Announce the full body (Content-Length) but send only the first
     /// `send` bytes, then close.
-    Truncated { status: u16, headers: Vec<(String, String)>, body: Vec<u8>, send: usize },
+    Truncated {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        send: usize,
+    },
 }
 
 impl FaultStep {
@@ -41,26 +50,41 @@ impl FaultStep {
         if let Some(d) = digest_header {
             headers.push(("Docker-Content-Digest".to_string(), d.to_string()));
         }
-        FaultStep::Respond { status: 200, headers, body: body.to_vec() }
+        FaultStep::Respond {
+            status: 200,
+            headers,
+            body: body.to_vec(),
+        }
     }
 
     /// A bare status with an empty body.
     pub fn status(status: u16) -> FaultStep {
-        FaultStep::Respond { status, headers: vec![], body: vec![] }
+        FaultStep::Respond {
+            status,
+            headers: vec![],
+            body: vec![],
+        }
     }
 
     /// A status with headers and a body.
     pub fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> FaultStep {
         FaultStep::Respond {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.to_vec(),
         }
     }
 
     /// A JSON answer (Content-Type: application/json).
     pub fn json(status: u16, value: &serde_json::Value) -> FaultStep {
-        FaultStep::respond(status, &[("Content-Type", "application/json")], &serde_json::to_vec(value).unwrap())
+        FaultStep::respond(
+            status,
+            &[("Content-Type", "application/json")],
+            &serde_json::to_vec(value).unwrap(),
+        )
     }
 
     /// 401 with a `WWW-Authenticate` header given verbatim, e.g.
@@ -68,7 +92,10 @@ impl FaultStep {
     pub fn unauthorized(www_authenticate: &str) -> FaultStep {
         FaultStep::respond(
             401,
-            &[("WWW-Authenticate", www_authenticate), ("Content-Type", "application/json")],
+            &[
+                ("WWW-Authenticate", www_authenticate),
+                ("Content-Type", "application/json"),
+            ],
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         )
     }
@@ -119,7 +146,11 @@ impl FaultServer {
         assert!(!script.is_empty(), "FaultServer needs at least one step");
         let listener = TcpListener::bind("127.0.0.1:0").expect("fault server bind");
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { script, next: 0, requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(State {
+            script,
+            next: 0,
+            requests: Vec::new(),
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
@@ -137,7 +168,13 @@ impl FaultServer {
                 })
                 .expect("spawn fault server")
         };
-        FaultServer { port, host: format!("127.0.0.1:{}", port), state, stop, thread: Some(thread) }
+        FaultServer {
+            port,
+            host: format!("127.0.0.1:{}", port),
+            state,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -200,7 +237,9 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let Ok(req) = parse_head(&buf[..head_len]) else { return };
+    let Ok(req) = parse_head(&buf[..head_len]) else {
+        return;
+    };
     let (step, idx, rec_pos) = {
         let mut st = state.lock().unwrap();
         let idx = st.next.min(st.script.len() - 1);
@@ -233,7 +272,10 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     if stream.read_exact(&mut head).is_err() {
         return;
     }
-    let len: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0u8; len];
     if len > 0 && stream.read_exact(&mut body).is_ok() {
         state.lock().unwrap().requests[rec_pos].body = body;
@@ -243,7 +285,11 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
 
 fn perform(mut stream: TcpStream, step: &FaultStep, is_head: bool, stop: &AtomicBool) {
     match step {
-        FaultStep::Respond { status, headers, body } => {
+        FaultStep::Respond {
+            status,
+            headers,
+            body,
+        } => {
             let mut out = response_head(*status, headers, body.len());
             if !is_head {
                 out.extend_from_slice(body);
@@ -266,7 +312,12 @@ fn perform(mut stream: TcpStream, step: &FaultStep, is_head: bool, stop: &Atomic
             sleep_unless_stopped(*d, stop);
             perform(stream, inner, is_head, stop);
         }
-        FaultStep::Truncated { status, headers, body, send } => {
+        FaultStep::Truncated {
+            status,
+            headers,
+            body,
+            send,
+        } => {
             let mut out = response_head(*status, headers, body.len());
             if !is_head {
                 out.extend_from_slice(&body[..(*send).min(body.len())]);

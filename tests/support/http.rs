@@ -67,7 +67,12 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Request, String> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    Ok(Request { method, target, headers, body: Vec::new() })
+    Ok(Request {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    })
 }
 
 /// Reads one request (head + Content-Length body) from the stream.
@@ -81,7 +86,9 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
         if buf.len() > 1 << 20 {
             return Err("request head too large".into());
         }
-        let n = stream.read(&mut chunk).map_err(|e| format!("read: {}", e))?;
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("read: {}", e))?;
         if n == 0 {
             return Err("connection closed before end of request head".into());
         }
@@ -94,7 +101,9 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
         .unwrap_or(0);
     let mut body = buf[end..].to_vec();
     while body.len() < len {
-        let n = stream.read(&mut chunk).map_err(|e| format!("read body: {}", e))?;
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("read body: {}", e))?;
         if n == 0 {
             break;
         }
@@ -248,15 +257,24 @@ pub fn http_request_body(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse, String> {
-    let addr: SocketAddr = host.parse().map_err(|e| format!("bad host {}: {}", host, e))?;
+    let addr: SocketAddr = host
+        .parse()
+        .map_err(|e| format!("bad host {}: {}", host, e))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect {}: {}", host, e))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut req = format!("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", method, path, host);
+    let mut req = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        method, path, host
+    );
     for (k, v) in headers {
         req.push_str(&format!("{}: {}\r\n", k, v));
     }
-    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
@@ -282,7 +300,12 @@ pub fn http_request_body(
         }
     }
     let end = head_end(&buf).ok_or_else(|| {
-        format!("incomplete response to {} {}: {:?}", method, path, String::from_utf8_lossy(&buf))
+        format!(
+            "incomplete response to {} {}: {:?}",
+            method,
+            path,
+            String::from_utf8_lossy(&buf)
+        )
     })?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -296,26 +319,40 @@ pub fn http_request_body(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut body = if method == "HEAD" { Vec::new() } else { buf[end..].to_vec() };
+    let mut body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        buf[end..].to_vec()
+    };
     let chunked = find_header(&headers, "transfer-encoding")
         .map(|v| v.to_ascii_lowercase().contains("chunked"))
         .unwrap_or(false);
     if chunked && method != "HEAD" {
         body = dechunk(&body)?;
-    } else if let Some(len) = find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) =
+        find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok())
+    {
         body.truncate(len);
     }
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Decodes a complete `Transfer-Encoding: chunked` body.
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk header")?;
+        let nl = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk header")?;
         let size_txt = String::from_utf8_lossy(&b[..nl]);
         let size_txt = size_txt.split(';').next().unwrap_or("").trim().to_string();
-        let size = usize::from_str_radix(&size_txt, 16).map_err(|e| format!("bad chunk size {:?}: {}", size_txt, e))?;
+        let size = usize::from_str_radix(&size_txt, 16)
+            .map_err(|e| format!("bad chunk size {:?}: {}", size_txt, e))?;
         b = &b[nl + 2..];
         if size == 0 {
             return Ok(out);

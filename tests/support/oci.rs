@@ -76,7 +76,10 @@ fn split_arch(arch: &str) -> (&str, Option<&str>) {
 /// A deterministic uncompressed tar with one file, `staticpin-seed.txt`,
 /// whose content names the seed and the arch. Built with GNU tar.
 pub fn layer_tar(seed: &str, arch: &str) -> Vec<u8> {
-    let staging = tempfile::Builder::new().prefix("layer-").tempdir().expect("tempdir");
+    let staging = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir()
+        .expect("tempdir");
     fs::write(
         staging.path().join("staticpin-seed.txt"),
         format!("staticpin test layer\nseed={}\narch={}\n", seed, arch),
@@ -130,13 +133,16 @@ fn write_image(dir: &Path, arch: &str, seed: &str) -> (String, usize, Value) {
 /// Adds/replaces the `tag` entry in `dir/index.json` (creates the layout).
 fn set_tag(dir: &Path, tag: &str, media_type: &str, digest: &str, size: usize) {
     fs::create_dir_all(dir).expect("create layout dir");
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("write oci-layout");
     let index_path = dir.join("index.json");
     let mut index: Value = match fs::read(&index_path) {
         Ok(b) => serde_json::from_slice(&b).expect("parse existing index.json"),
         Err(_) => json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": []}),
     };
-    let list = index["manifests"].as_array_mut().expect("index.json manifests");
+    let list = index["manifests"]
+        .as_array_mut()
+        .expect("index.json manifests");
     list.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
     list.push(json!({
         "mediaType": media_type,
@@ -148,7 +154,11 @@ fn set_tag(dir: &Path, tag: &str, media_type: &str, digest: &str, size: usize) {
 }
 
 fn platform_string(p: &Value) -> String {
-    let mut s = format!("{}/{}", p["os"].as_str().unwrap(), p["architecture"].as_str().unwrap());
+    let mut s = format!(
+        "{}/{}",
+        p["os"].as_str().unwrap(),
+        p["architecture"].as_str().unwrap()
+    );
     if let Some(v) = p["variant"].as_str() {
         s.push('/');
         s.push_str(v);
@@ -179,12 +189,20 @@ impl Layout {
         for arch in arches {
             let (d, s, platform) = write_image(dir, arch, seed);
             manifests.push((platform_string(&platform), d.clone()));
-            entries.push(json!({"mediaType": MT_OCI_MANIFEST, "digest": d, "size": s, "platform": platform}));
+            entries.push(
+                json!({"mediaType": MT_OCI_MANIFEST, "digest": d, "size": s, "platform": platform}),
+            );
         }
         let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries});
         let (digest, size) = write_blob(dir, &serde_json::to_vec(&index).unwrap());
         set_tag(dir, tag, MT_OCI_INDEX, &digest, size);
-        Layout { dir: dir.to_path_buf(), tag: tag.into(), digest, media_type: MT_OCI_INDEX, manifests }
+        Layout {
+            dir: dir.to_path_buf(),
+            tag: tag.into(),
+            digest,
+            media_type: MT_OCI_INDEX,
+            manifests,
+        }
     }
 
     /// `push(self.dir, self.tag, ...)`.
@@ -216,10 +234,23 @@ fn skopeo(auth_dir: &Path) -> Command {
 /// TLS verification. Panics with skopeo's output on failure. For a token
 /// registry pass credentials of a user the issuer knows (anonymous gets pull
 /// only). Re-pushing a tag with other content moves it (drift tests).
-pub fn push(layout: &Path, tag: &str, reg: &Registry, repo: &str, dest_tag: &str, creds: Option<(&str, &str)>) {
+pub fn push(
+    layout: &Path,
+    tag: &str,
+    reg: &Registry,
+    repo: &str,
+    dest_tag: &str,
+    creds: Option<(&str, &str)>,
+) {
     let auth = tempfile::tempdir().expect("tempdir");
     let mut c = skopeo(auth.path());
-    c.args(["copy", "--all", "--retry-times", "0", "--dest-tls-verify=false"]);
+    c.args([
+        "copy",
+        "--all",
+        "--retry-times",
+        "0",
+        "--dest-tls-verify=false",
+    ]);
     if let Some((u, p)) = creds {
         c.arg(format!("--dest-creds={}:{}", u, p));
     }
@@ -230,10 +261,21 @@ pub fn push(layout: &Path, tag: &str, reg: &Registry, repo: &str, dest_tag: &str
 
 /// Raw manifest bytes the registry serves for REPO:TAG (`skopeo inspect
 /// --raw`, which accepts all manifest types: an index for multi-arch tags).
-pub fn oracle_manifest(reg: &Registry, repo: &str, tag: &str, creds: Option<(&str, &str)>) -> Vec<u8> {
+pub fn oracle_manifest(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    creds: Option<(&str, &str)>,
+) -> Vec<u8> {
     let auth = tempfile::tempdir().expect("tempdir");
     let mut c = skopeo(auth.path());
-    c.args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=false"]);
+    c.args([
+        "inspect",
+        "--raw",
+        "--retry-times",
+        "0",
+        "--tls-verify=false",
+    ]);
     if let Some((u, p)) = creds {
         c.arg(format!("--creds={}:{}", u, p));
     }

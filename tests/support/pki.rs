@@ -24,7 +24,14 @@ pub struct Pki {
 
 fn gen_ec_key(path: &Path) {
     run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
         .arg(path));
 }
 
@@ -63,7 +70,10 @@ impl Pki {
     /// A client certificate (EKU clientAuth, CN=`cn`) signed by this CA.
     /// Returns (cert, key) paths: `dir/client-CN.crt`, `dir/client-CN.key`.
     pub fn client_cert(&self, cn: &str) -> (PathBuf, PathBuf) {
-        let base = format!("client-{}", cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let base = format!(
+            "client-{}",
+            cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
         self.sign_leaf(&base, cn, "extendedKeyUsage=clientAuth\n")
     }
 

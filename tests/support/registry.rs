@@ -21,7 +21,10 @@ use super::{file_tail, free_port, run, wait_until};
 pub enum RegistryAuth {
     #[default]
     None,
-    Basic { user: String, pass: String },
+    Basic {
+        user: String,
+        pass: String,
+    },
     Token(TokenIssuerInfo),
 }
 
@@ -81,7 +84,10 @@ impl Registry {
         Registry::start(
             storage,
             RegistryOptions {
-                auth: RegistryAuth::Basic { user: user.into(), pass: pass.into() },
+                auth: RegistryAuth::Basic {
+                    user: user.into(),
+                    pass: pass.into(),
+                },
                 ..Default::default()
             }
             .with_tls(pki),
@@ -90,7 +96,10 @@ impl Registry {
 
     /// Token auth against `issuer` (realm = its URL); HTTPS if `tls` is given.
     pub fn token(storage: &Path, issuer: &TokenIssuer, tls: Option<&Pki>) -> Registry {
-        let mut o = RegistryOptions { auth: RegistryAuth::Token(issuer.info()), ..Default::default() };
+        let mut o = RegistryOptions {
+            auth: RegistryAuth::Token(issuer.info()),
+            ..Default::default()
+        };
         if let Some(p) = tls {
             o = o.with_tls(p);
         }
@@ -101,7 +110,11 @@ impl Registry {
     /// free port if the chosen one was taken in between ("address already in
     /// use" in the log). Panics with config + log tail on any other failure.
     pub fn start(storage: &Path, opts: RegistryOptions) -> Registry {
-        let attempts = if opts.port.is_some() { 1 } else { START_ATTEMPTS };
+        let attempts = if opts.port.is_some() {
+            1
+        } else {
+            START_ATTEMPTS
+        };
         let mut last_err = String::new();
         for attempt in 1..=attempts {
             match Registry::try_start(storage, opts.clone()) {
@@ -122,7 +135,10 @@ impl Registry {
     /// the config and the log tail. For tests of start-up failures.
     pub fn try_start(storage: &Path, opts: RegistryOptions) -> Result<Registry, String> {
         fs::create_dir_all(storage).map_err(|e| format!("create {}: {}", storage.display(), e))?;
-        let tmp = tempfile::Builder::new().prefix("registry-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("registry-")
+            .tempdir()
+            .expect("tempdir");
         let config_path = tmp.path().join("config.yml");
         let log_path = tmp.path().join("registry.log");
         let port = opts.port.unwrap_or_else(free_port);
@@ -163,7 +179,8 @@ impl Registry {
                 }});
             }
         }
-        fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).expect("write registry config");
+        fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap())
+            .expect("write registry config");
         let mut reg = Registry {
             port,
             host,
@@ -228,7 +245,11 @@ impl Registry {
         // The log is appended across restarts: wait for one more occurrence.
         let seen = self.log_contents().matches(&needle).count();
         let ok = wait_until(READY_TIMEOUT, || {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Some(Err(format!("docker-registry exited early with {}", st)));
             }
             if self.log_contents().matches(&needle).count() <= seen {
@@ -242,12 +263,21 @@ impl Registry {
                 _ => None,
             }
         });
-        ok.unwrap_or_else(|| Err(format!("no answer on {} within {:?}", self.host, READY_TIMEOUT)))
+        ok.unwrap_or_else(|| {
+            Err(format!(
+                "no answer on {} within {:?}",
+                self.host, READY_TIMEOUT
+            ))
+        })
     }
 
     /// `http://HOST` or `https://HOST`.
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.host)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.host
+        )
     }
 
     /// Basic credentials of a `tls_basic` registry.
@@ -265,7 +295,10 @@ impl Registry {
 
     /// Parsed access-log lines (`... "METHOD PATH HTTP/1.1" STATUS ...`).
     pub fn access_log(&self) -> Vec<AccessEntry> {
-        self.log_contents().lines().filter_map(parse_access_line).collect()
+        self.log_contents()
+            .lines()
+            .filter_map(parse_access_line)
+            .collect()
     }
 
     /// Number of HEAD/GET requests to `/v2/<name>/manifests/<ref>` so far.
@@ -327,6 +360,15 @@ fn parse_access_line(line: &str) -> Option<AccessEntry> {
     if !proto.starts_with("HTTP/") {
         return None;
     }
-    let status = rest[end + 1..].trim_start().split(' ').next()?.parse().ok()?;
-    Some(AccessEntry { method, path, status })
+    let status = rest[end + 1..]
+        .trim_start()
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(AccessEntry {
+        method,
+        path,
+        status,
+    })
 }

@@ -102,7 +102,9 @@ impl TokenIssuer {
         let key = dir.join("token-signer.key");
         let crt = dir.join("token-signer.crt");
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -117,7 +119,10 @@ impl TokenIssuer {
             key: key.clone(),
             x5c: STANDARD.encode(der),
             users: Mutex::new(
-                users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
+                users
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                    .collect(),
             ),
             allow_anonymous: AtomicBool::new(allow_anonymous),
             expires_in: AtomicU64::new(300),
@@ -200,7 +205,11 @@ impl TokenIssuer {
     }
 
     pub fn add_user(&self, user: &str, pass: &str) {
-        self.state.users.lock().unwrap().push((user.into(), pass.into()));
+        self.state
+            .users
+            .lock()
+            .unwrap()
+            .push((user.into(), pass.into()));
     }
 
     pub fn set_response_style(&self, style: TokenResponseStyle) {
@@ -218,10 +227,7 @@ impl TokenIssuer {
 impl Drop for TokenIssuer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(
-            &self.host.parse().unwrap(),
-            Duration::from_secs(1),
-        );
+        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -229,7 +235,10 @@ impl Drop for TokenIssuer {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// RFC 3339 UTC timestamp for a unix time (no external crates).
@@ -258,10 +267,22 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-fn make_jwt(state: &State, sub: &str, access: Vec<Value>, expires_in: u64) -> Result<String, String> {
+fn make_jwt(
+    state: &State,
+    sub: &str,
+    access: Vec<Value>,
+    expires_in: u64,
+) -> Result<String, String> {
     let now = now_secs();
     let seq = state.seq.fetch_add(1, Ordering::SeqCst);
-    let jti = hex(&Sha256::digest(format!("{}-{}-{}-{:?}", std::process::id(), now, seq, SystemTime::now())))[..32].to_string();
+    let jti = hex(&Sha256::digest(format!(
+        "{}-{}-{}-{:?}",
+        std::process::id(),
+        now,
+        seq,
+        SystemTime::now()
+    )))[..32]
+        .to_string();
     let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [state.x5c]});
     let claims = json!({
         "iss": state.issuer,
@@ -292,11 +313,20 @@ fn make_jwt(state: &State, sub: &str, access: Vec<Value>, expires_in: u64) -> Re
         .unwrap()
         .write_all(signing_input.as_bytes())
         .map_err(|e| format!("write to openssl: {}", e))?;
-    let out = child.wait_with_output().map_err(|e| format!("openssl dgst: {}", e))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("openssl dgst: {}", e))?;
     if !out.status.success() {
-        return Err(format!("openssl dgst failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "openssl dgst failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    Ok(format!("{}.{}", signing_input, URL_SAFE_NO_PAD.encode(out.stdout)))
+    Ok(format!(
+        "{}.{}",
+        signing_input,
+        URL_SAFE_NO_PAD.encode(out.stdout)
+    ))
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
@@ -332,7 +362,12 @@ fn error_body(code: &str, msg: &str) -> Vec<u8> {
 
 fn answer(req: &Request, state: &State) -> Answer {
     if req.path() != "/token" {
-        return (404, json_headers(), error_body("NOT_FOUND", "only /token is served"), None);
+        return (
+            404,
+            json_headers(),
+            error_body("NOT_FOUND", "only /token is served"),
+            None,
+        );
     }
     let params: Vec<(String, String)> = match req.method.as_str() {
         "GET" => req.query(),
@@ -341,14 +376,26 @@ fn answer(req: &Request, state: &State) -> Answer {
             p.extend(parse_form(&String::from_utf8_lossy(&req.body)));
             p
         }
-        _ => return (405, json_headers(), error_body("UNSUPPORTED", "method"), None),
+        _ => {
+            return (
+                405,
+                json_headers(),
+                error_body("UNSUPPORTED", "method"),
+                None,
+            )
+        }
     };
     let get = |k: &str| params.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     // Scopes: repeated params, each possibly space-separated (OAuth2 form).
     let scopes: Vec<String> = params
         .iter()
         .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            v.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
         .collect();
     let service = get("service");
 
@@ -358,7 +405,11 @@ fn answer(req: &Request, state: &State) -> Answer {
     if let Some(h) = req.header("authorization") {
         match h.split_once(' ') {
             Some((scheme, b64)) if scheme.eq_ignore_ascii_case("basic") => {
-                match STANDARD.decode(b64.trim()).ok().and_then(|d| String::from_utf8(d).ok()) {
+                match STANDARD
+                    .decode(b64.trim())
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+                {
                     Some(s) => {
                         let (u, p) = s.split_once(':').unwrap_or((s.as_str(), ""));
                         creds = Some((u.to_string(), p.to_string()));
@@ -370,7 +421,10 @@ fn answer(req: &Request, state: &State) -> Answer {
         }
     }
     if req.method == "POST" && get("grant_type").as_deref() == Some("password") {
-        creds = Some((get("username").unwrap_or_default(), get("password").unwrap_or_default()));
+        creds = Some((
+            get("username").unwrap_or_default(),
+            get("password").unwrap_or_default(),
+        ));
     }
     let mut entry = TokenRequest {
         method: req.method.clone(),
@@ -386,20 +440,31 @@ fn answer(req: &Request, state: &State) -> Answer {
     };
     let unauthorized = |msg: &str| {
         let mut h = json_headers();
-        h.push(("WWW-Authenticate".into(), "Basic realm=\"staticpin-test-token\"".into()));
+        h.push((
+            "WWW-Authenticate".into(),
+            "Basic realm=\"staticpin-test-token\"".into(),
+        ));
         (401u16, h, error_body("UNAUTHORIZED", msg))
     };
 
     if let Some(s) = &service {
         if s != &state.service {
-            return reply(400, json_headers(), error_body("INVALID_REQUEST", &format!("unknown service {:?}", s)));
+            return reply(
+                400,
+                json_headers(),
+                error_body("INVALID_REQUEST", &format!("unknown service {:?}", s)),
+            );
         }
     }
     if req.method == "POST" {
         match get("grant_type").as_deref() {
             Some("password") => {}
             other => {
-                return reply(400, json_headers(), error_body("UNSUPPORTED_GRANT_TYPE", &format!("{:?}", other)));
+                return reply(
+                    400,
+                    json_headers(),
+                    error_body("UNSUPPORTED_GRANT_TYPE", &format!("{:?}", other)),
+                );
             }
         }
     }
@@ -409,7 +474,12 @@ fn answer(req: &Request, state: &State) -> Answer {
     }
     let (subject, full) = match &creds {
         Some((u, p)) => {
-            let ok = state.users.lock().unwrap().iter().any(|(uu, pp)| uu == u && pp == p);
+            let ok = state
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(uu, pp)| uu == u && pp == p);
             if !ok {
                 let (s, h, b) = unauthorized("invalid username or password");
                 return reply(s, h, b);
@@ -427,8 +497,12 @@ fn answer(req: &Request, state: &State) -> Answer {
     let mut access = Vec::new();
     for scope in &scopes {
         // type:name:actions — name may itself contain ':' (host:port/name).
-        let Some((typ, rest)) = scope.split_once(':') else { continue };
-        let Some((name, actions)) = rest.rsplit_once(':') else { continue };
+        let Some((typ, rest)) = scope.split_once(':') else {
+            continue;
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            continue;
+        };
         let granted: Vec<&str> = actions
             .split(',')
             .filter(|a| !a.is_empty())
@@ -446,9 +520,15 @@ fn answer(req: &Request, state: &State) -> Answer {
     let issued_at = rfc3339(now_secs());
     let style = *state.style.lock().unwrap();
     let body = match style {
-        TokenResponseStyle::Both => json!({"token": jwt, "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at}),
-        TokenResponseStyle::TokenOnly => json!({"token": jwt, "expires_in": expires_in, "issued_at": issued_at}),
-        TokenResponseStyle::AccessTokenOnly => json!({"access_token": jwt, "expires_in": expires_in, "issued_at": issued_at}),
+        TokenResponseStyle::Both => {
+            json!({"token": jwt, "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at})
+        }
+        TokenResponseStyle::TokenOnly => {
+            json!({"token": jwt, "expires_in": expires_in, "issued_at": issued_at})
+        }
+        TokenResponseStyle::AccessTokenOnly => {
+            json!({"access_token": jwt, "expires_in": expires_in, "issued_at": issued_at})
+        }
     };
     reply(200, json_headers(), serde_json::to_vec(&body).unwrap())
 }
