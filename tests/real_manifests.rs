@@ -1,0 +1,131 @@
+//! The real kubeadm, minikube and kind manifests in `../shared/fixtures/real`
+//! (kept outside the project on purpose), with their registry hosts pointed
+//! at a local registry: pinning may touch `image:` lines and nothing else.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn real_manifests() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/real/manifests");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    // CI lays shared/ beside the clone; missing there is a failure, not a skip.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing in CI",
+        dir.display()
+    );
+    eprintln!("skipping: {} not present", dir.display());
+    None
+}
+
+/// `registry.k8s.io/etcd:3.5.16-0` → (`registry.k8s.io`, `etcd:3.5.16-0`).
+fn split_image(line: &str) -> Option<(String, String)> {
+    let value = line.trim().strip_prefix("image:")?.trim();
+    let (host, rest) = value.split_once('/')?;
+    Some((host.to_string(), rest.to_string()))
+}
+
+#[test]
+fn real_manifests_change_only_image_lines() {
+    let Some(src) = real_manifests() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::plain(&tmp.path().join("storage"));
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let mut wanted = BTreeSet::new();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut out = String::new();
+        for line in text.split_inclusive('\n') {
+            match split_image(line) {
+                Some((host, rest)) => {
+                    wanted.insert(rest.clone());
+                    out.push_str(&line.replacen(&format!("{host}/"), &format!("{}/", reg.host), 1));
+                }
+                None => out.push_str(line),
+            }
+        }
+        let name = path.file_name().unwrap().to_owned();
+        std::fs::write(manifests.join(&name), out).unwrap();
+        names.push(name);
+    }
+    assert!(names.len() >= 10, "expected the shared real manifests");
+    for (i, image) in wanted.iter().enumerate() {
+        let (repo, tag) = image.split_once(':').unwrap();
+        Layout::index(
+            &tmp.path().join(format!("l{i}")),
+            tag,
+            &["amd64", "arm64"],
+            image,
+        )
+        .push(&reg, repo, tag, None);
+    }
+    let before: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(manifests.join(n)).unwrap())
+        .collect();
+
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
+    let out = run_output(
+        Command::new(env!("CARGO_BIN_EXE_staticpin"))
+            .arg("pin")
+            .arg("--config")
+            .arg(tmp.path().join("config.yaml"))
+            .arg("--backup-dir")
+            .arg(tmp.path().join("backups"))
+            .arg("--kubelet-root-dir")
+            .arg(tmp.path().join("empty"))
+            .arg("--certs-dir")
+            .arg(tmp.path().join("empty"))
+            .args(["--insecure-registry", &reg.host])
+            .arg(&manifests)
+            .env("HOME", tmp.path().join("empty")),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!("{n} files: {n} pinned", n = names.len())),
+        "{report}"
+    );
+
+    for (name, old) in names.iter().zip(before) {
+        let new = std::fs::read_to_string(manifests.join(name)).unwrap();
+        let (old_lines, new_lines): (Vec<&str>, Vec<&str>) = (
+            old.split_inclusive('\n').collect(),
+            new.split_inclusive('\n').collect(),
+        );
+        assert_eq!(old_lines.len(), new_lines.len(), "{name:?}");
+        let mut changed = 0;
+        for (a, b) in old_lines.iter().zip(&new_lines) {
+            if a == b {
+                continue;
+            }
+            changed += 1;
+            let (_, rest) =
+                split_image(a).unwrap_or_else(|| panic!("{name:?}: non-image line changed: {a:?}"));
+            let (repo, tag) = rest.split_once(':').unwrap();
+            let digest = oracle_digest(&reg, repo, tag, None);
+            assert_eq!(
+                *b,
+                a.replacen(&rest, &format!("{rest}@{digest}"), 1),
+                "{name:?}"
+            );
+        }
+        assert_eq!(changed, 1, "{name:?}: exactly the one image line changes");
+    }
+}
