@@ -447,3 +447,32 @@ fn check_config_accepts_the_shipped_example_and_names_bad_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn docker_hub_short_names_resolve_through_a_containerd_mirror() {
+    let sb = Sandbox::new(&["library/nginx:1.27", "library/busybox:latest", "app:v1"]);
+    // The node's containerd sends docker.io through this mirror; the upstream
+    // server keeps only "pull", so resolution never leaves loopback.
+    let hub = sb.path("certs/docker.io");
+    std::fs::create_dir_all(&hub).unwrap();
+    std::fs::write(
+        hub.join("hosts.toml"),
+        format!(
+            "server = \"https://registry-1.docker.io\"\ncapabilities = [\"pull\"]\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            sb.reg.host
+        ),
+    )
+    .unwrap();
+    let file = sb.install("docker-hub.yaml", "hub.yaml");
+    let out = sb.staticpin("pin", &[file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        sb.expected("docker-hub.yaml")
+    );
+    let log = sb.reg.log_contents();
+    assert!(
+        log.contains("/v2/library/nginx/manifests/1.27?ns=docker.io"),
+        "mirror requests carry ?ns=: {log}"
+    );
+}

@@ -22,7 +22,8 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::auth::{parse_challenge, parse_token_response, Challenge, TokenCache};
-use super::tls::{client_config, find_host_certs};
+use super::hosts::{load as load_hosts, HostEndpoint};
+use super::tls::{client_config, find_host_certs, HostCerts};
 use super::{ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
 use crate::credentials::Credential;
 use crate::reference::{Digest, ImageRef};
@@ -44,8 +45,11 @@ pub struct HttpResolver {
 }
 
 struct Host {
+    /// `host[:port]`, for messages.
     name: String,
     client: Result<reqwest::Client, Failure>,
+    /// From hosts.toml: a fixed URL. Otherwise the scheme is probed.
+    fixed: Option<HostEndpoint>,
     insecure: bool,
     endpoint: OnceCell<Result<Endpoint, Failure>>,
 }
@@ -54,6 +58,27 @@ struct Host {
 struct Endpoint {
     base: String,
     challenge: Challenge,
+    override_path: bool,
+    /// `?ns=<namespace>` for mirrors, as containerd sends it.
+    ns: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Endpoint {
+    fn manifest_url(&self, image: &ImageRef) -> String {
+        let prefix = if self.override_path { "" } else { "/v2" };
+        let mut url = format!(
+            "{}{prefix}/{}/manifests/{}",
+            self.base,
+            image.path(),
+            image.tag_or_latest()
+        );
+        if let Some(ns) = &self.ns {
+            url.push_str("?ns=");
+            url.push_str(ns);
+        }
+        url
+    }
 }
 
 impl HttpResolver {
@@ -74,31 +99,60 @@ impl HttpResolver {
         })
     }
 
-    fn host(&self, image: &ImageRef) -> Arc<Host> {
-        let name = image.registry_host().to_string();
-        let mut hosts = self.hosts.lock().expect("host table poisoned");
-        hosts
-            .entry(name.clone())
-            .or_insert_with(|| {
-                let insecure = self.is_insecure(&name) || self.is_insecure(image.domain());
-                let certs = find_host_certs(&self.settings.certs_dirs, &[&name, image.domain()]);
-                let client = client_config(&certs, insecure).and_then(|tls| {
-                    reqwest::Client::builder()
-                        .use_preconfigured_tls(tls)
-                        .connect_timeout(self.settings.connect_timeout)
-                        .timeout(self.settings.request_timeout)
-                        .user_agent(concat!("staticpin/", env!("CARGO_PKG_VERSION")))
-                        .build()
-                        .map_err(|e| Failure::new(ErrorKind::Config, format!("HTTP client: {e}")))
-                });
-                Arc::new(Host {
-                    name,
-                    client,
-                    insecure,
-                    endpoint: OnceCell::new(),
+    fn build_client(&self, certs: &HostCerts, insecure: bool) -> Result<reqwest::Client, Failure> {
+        client_config(certs, insecure).and_then(|tls| {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .connect_timeout(self.settings.connect_timeout)
+                .timeout(self.settings.request_timeout)
+                .user_agent(concat!("staticpin/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Failure::new(ErrorKind::Config, format!("HTTP client: {e}")))
+        })
+    }
+
+    /// The hosts to ask for this image, in containerd's order: hosts.toml's
+    /// resolving mirrors then its server, or else the registry itself.
+    fn hosts(&self, image: &ImageRef) -> Result<Vec<Arc<Host>>, Failure> {
+        let default_server = format!("https://{}", image.registry_host());
+        let configured = load_hosts(&self.settings.certs_dirs, image.domain(), &default_server)?;
+        let mut table = self.hosts.lock().expect("host table poisoned");
+        let mut get = |key: String, make: &dyn Fn() -> Host| {
+            table.entry(key).or_insert_with(|| Arc::new(make())).clone()
+        };
+        Ok(match configured {
+            Some(endpoints) => endpoints
+                .into_iter()
+                .map(|ep| {
+                    get(format!("{ep:?}"), &|| {
+                        let name = ep.authority().to_string();
+                        let insecure = ep.skip_verify || self.is_insecure(&name);
+                        Host {
+                            client: self.build_client(&ep.certs, insecure),
+                            name,
+                            fixed: Some(ep.clone()),
+                            insecure,
+                            endpoint: OnceCell::new(),
+                        }
+                    })
                 })
-            })
-            .clone()
+                .collect(),
+            None => {
+                let name = image.registry_host().to_string();
+                vec![get(name.clone(), &|| {
+                    let insecure = self.is_insecure(&name) || self.is_insecure(image.domain());
+                    let certs =
+                        find_host_certs(&self.settings.certs_dirs, &[&name, image.domain()]);
+                    Host {
+                        client: self.build_client(&certs, insecure),
+                        name: name.clone(),
+                        fixed: None,
+                        insecure,
+                        endpoint: OnceCell::new(),
+                    }
+                })]
+            }
+        })
     }
 
     /// Sends with bounded retries on 429, 5xx and connection failures.
@@ -167,10 +221,37 @@ impl HttpResolver {
     }
 
     /// Probes `/v2/` once per host to learn its scheme and auth challenge.
-    async fn endpoint(&self, host: &Host) -> Result<Endpoint, Failure> {
-        host.endpoint
+    async fn endpoint(&self, host: &Host, image: &ImageRef) -> Result<Endpoint, Failure> {
+        let mut ep = host
+            .endpoint
             .get_or_init(|| async {
                 let client = host.client.clone()?;
+                if let Some(fixed) = &host.fixed {
+                    let mut headers = HeaderMap::new();
+                    for (k, v) in &fixed.headers {
+                        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                            Failure::new(ErrorKind::Config, format!("hosts.toml header name {k:?} is invalid"))
+                        })?;
+                        let value = HeaderValue::from_str(v).map_err(|_| {
+                            Failure::new(ErrorKind::Config, format!("hosts.toml header {k:?} has an invalid value"))
+                        })?;
+                        headers.append(name, value);
+                    }
+                    let mut ep = if fixed.override_path {
+                        // No /v2/ to probe; a 401 on the first request says how to authenticate.
+                        Endpoint {
+                            base: fixed.url.clone(),
+                            challenge: Challenge::None,
+                            override_path: true,
+                            ns: None,
+                            headers: HeaderMap::new(),
+                        }
+                    } else {
+                        self.probe(&client, &fixed.url).await?
+                    };
+                    ep.headers = headers;
+                    return Ok(ep);
+                }
                 let https = format!("https://{}", host.name);
                 match self.probe(&client, &https).await {
                     Err(f) if host.insecure && matches!(f.kind, ErrorKind::Tls | ErrorKind::Connect) => {
@@ -189,7 +270,11 @@ impl HttpResolver {
                 }
             })
             .await
-            .clone()
+            .clone()?;
+        if host.fixed.as_ref().is_some_and(|f| f.mirror) {
+            ep.ns = Some(image.domain().to_string());
+        }
+        Ok(ep)
     }
 
     async fn probe(&self, client: &reqwest::Client, base: &str) -> Result<Endpoint, Failure> {
@@ -209,6 +294,9 @@ impl HttpResolver {
         Ok(Endpoint {
             base: base.to_string(),
             challenge,
+            override_path: false,
+            ns: None,
+            headers: HeaderMap::new(),
         })
     }
 
@@ -329,16 +417,11 @@ impl HttpResolver {
         image: &ImageRef,
         cred: Option<&Credential>,
     ) -> Result<Resolution, Failure> {
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            endpoint.base,
-            image.path(),
-            image.tag_or_latest()
-        );
+        let url = endpoint.manifest_url(image);
         let mut challenge = endpoint.challenge.clone();
         let mut reauthed = false;
         loop {
-            let mut headers = HeaderMap::new();
+            let mut headers = endpoint.headers.clone();
             headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
             if let Some(a) = self
                 .authorization(client, &host.name, &challenge, image, cred)
@@ -441,9 +524,29 @@ impl Resolver for HttpResolver {
                 Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
             );
         }
-        let host = self.host(image);
-        let client = host.client.clone().map_err(|f| f.for_image(image))?;
-        let endpoint = self.endpoint(&host).await.map_err(|f| f.for_image(image))?;
+        let hosts = self.hosts(image).map_err(|f| f.for_image(image))?;
+        let mut first_error = None;
+        // Like containerd, a failing mirror hands over to the next host.
+        for host in hosts {
+            match self.resolve_at(&host, image).await {
+                Ok(r) => return Ok(r),
+                Err(mut f) => {
+                    if host.fixed.as_ref().is_some_and(|e| e.mirror) {
+                        f.detail = format!("via mirror {}: {}", host.name, f.detail);
+                    }
+                    tracing::debug!("{image}: {}: {}", host.name, f.detail);
+                    first_error.get_or_insert(f);
+                }
+            }
+        }
+        Err(first_error.expect("at least one host").for_image(image))
+    }
+}
+
+impl HttpResolver {
+    async fn resolve_at(&self, host: &Host, image: &ImageRef) -> Result<Resolution, Failure> {
+        let client = host.client.clone()?;
+        let endpoint = self.endpoint(host, image).await?;
         let creds = self.settings.keyring.lookup(&image.canonical_name());
         let candidates: Vec<Option<&Credential>> = if creds.is_empty() {
             vec![None]
@@ -454,14 +557,14 @@ impl Resolver for HttpResolver {
         // kubelet tries every matching credential in turn; so do we.
         for cred in candidates {
             match self
-                .resolve_with(&client, &host, &endpoint, image, cred)
+                .resolve_with(&client, host, &endpoint, image, cred)
                 .await
             {
                 Err(f) if f.kind == ErrorKind::Unauthorized => last = Some(f),
-                other => return other.map_err(|f| f.for_image(image)),
+                other => return other,
             }
         }
-        Err(last.expect("at least one candidate").for_image(image))
+        Err(last.expect("at least one candidate"))
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod auth;
 mod client;
+mod hosts;
 mod tls;
 
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! TLS trust per registry host, from the same certs directories the runtime uses.
+//! TLS trust per registry host, from the same certs directories the runtime uses
+//! (docker layout; hosts.toml entries are read by `hosts`).
 //!
 //! containerd and docker read `<dir>/<host[:port]>/` for extra CAs (`*.crt`)
 //! and client certificates (`*.cert` + `*.key`). staticpin builds one rustls
@@ -33,19 +34,8 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-/// The directory names containerd and docker use for a host.
-fn host_dir_names(host: &str) -> Vec<String> {
-    let mut names = vec![host.to_string()];
-    if let Some((h, p)) = host.rsplit_once(':') {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            names.insert(0, format!("{h}_{p}_"));
-        }
-    }
-    names
-}
-
 /// The certificate material found for one host.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HostCerts {
     pub cas: Vec<PathBuf>,
     pub client: Option<(PathBuf, PathBuf)>,
@@ -55,7 +45,7 @@ pub(crate) fn find_host_certs(certs_dirs: &[PathBuf], hosts: &[&str]) -> HostCer
     let mut found = HostCerts::default();
     for dir in certs_dirs {
         for host in hosts {
-            for name in host_dir_names(host) {
+            for name in super::hosts::namespace_dirs(host) {
                 let d = dir.join(name);
                 let Ok(entries) = std::fs::read_dir(&d) else {
                     continue;
@@ -72,10 +62,6 @@ pub(crate) fn find_host_certs(certs_dirs: &[PathBuf], hosts: &[&str]) -> HostCer
                                 found.client = Some((f, key));
                             }
                         }
-                        Some("toml") => tracing::warn!(
-                            "{}: hosts.toml is not read yet; only *.crt/*.cert/*.key files in this directory are used",
-                            f.display()
-                        ),
                         _ => {}
                     }
                 }
