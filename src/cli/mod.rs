@@ -23,6 +23,8 @@ pub const EXIT_FAILED: u8 = 2;
 
 const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a check found unpinned images (check modes)\n  2  at least one image or file failed, or the arguments were invalid";
 
+const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod\n  1  --check found images that are not digest-pinned\n  2  a file failed (an image did not resolve, a write failed) or was skipped\n     for an error kubelet would also hit (unparsable, several documents,\n     over 10 MiB), or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
+
 #[derive(Debug, Parser)]
 #[command(name = "staticpin", version, about = "Pin Kubernetes static pod images to registry digests, on the node", after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -50,7 +52,7 @@ pub enum Command {
     /// /etc/kubernetes/manifests]. Only the image values change, byte for byte;
     /// each changed file is backed up outside the manifest directory first and
     /// replaced atomically.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = PIN_EXIT_CODES_HELP)]
     Pin(pin::PinArgs),
 
     /// Restore the newest backup of each manifest (or of PATH) atomically.
