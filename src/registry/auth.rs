@@ -6,7 +6,7 @@
 //! and a hash of the credential, so two credentials never share a token.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::credentials::Secret;
@@ -154,9 +154,13 @@ struct TokenKey {
     identity: String,
 }
 
+/// One slot per key; concurrent resolutions of the same repository wait on
+/// the slot, so each token is fetched once however many tags need it.
+type Slot = Arc<tokio::sync::Mutex<Option<(Secret, Instant)>>>;
+
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<TokenKey, (Secret, Instant)>>,
+    slots: Mutex<HashMap<TokenKey, Slot>>,
 }
 
 impl TokenCache {
@@ -181,21 +185,34 @@ impl TokenCache {
         })
     }
 
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Secret> {
-        let map = self.tokens.lock().expect("token cache poisoned");
-        map.get(&key.0)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(t, _)| t.clone())
-    }
-
-    pub(crate) fn put(&self, key: CacheKey, token: Secret, lifetime: Duration) {
-        // Renew a little early so a token never expires mid-request.
-        let margin = (lifetime / 10).min(Duration::from_secs(30));
-        let until = Instant::now() + lifetime - margin;
-        self.tokens
+    /// The cached token, or the result of `fetch` (cached until shortly
+    /// before it expires, so a token never runs out mid-request).
+    pub(crate) async fn get_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        fetch: F,
+    ) -> Result<Secret, Failure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Secret, Duration), Failure>>,
+    {
+        let slot = self
+            .slots
             .lock()
             .expect("token cache poisoned")
-            .insert(key.0, (token, until));
+            .entry(key.0)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some((token, until)) = slot.as_ref() {
+            if Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let (token, lifetime) = fetch().await?;
+        let margin = (lifetime / 10).min(Duration::from_secs(30));
+        *slot = Some((token.clone(), Instant::now() + lifetime - margin));
+        Ok(token)
     }
 }
 
@@ -257,11 +274,47 @@ mod tests {
         assert_eq!(life, Duration::from_secs(60));
         assert!(parse_token_response(br#"{"token":""}"#).is_err());
         let cache = TokenCache::default();
-        let k = TokenCache::key("r", "s", "scope", None);
-        cache.put(k.clone(), Secret::new("t"), Duration::from_secs(60));
-        assert!(cache.get(&k).is_some());
-        cache.put(k.clone(), Secret::new("t"), Duration::from_millis(1));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(cache.get(&k).is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let fetches = std::sync::atomic::AtomicUsize::new(0);
+        let fetch = |life: Duration| {
+            fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok((Secret::new("t"), life)) }
+        };
+        let k = || TokenCache::key("r", "s", "scope", None);
+        rt.block_on(async {
+            cache
+                .get_or_fetch(k(), || fetch(Duration::from_secs(60)))
+                .await
+                .unwrap();
+            cache
+                .get_or_fetch(k(), || fetch(Duration::from_secs(60)))
+                .await
+                .unwrap();
+        });
+        assert_eq!(
+            fetches.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "cached"
+        );
+        let other = TokenCache::default();
+        rt.block_on(async {
+            other
+                .get_or_fetch(k(), || fetch(Duration::from_millis(1)))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            other
+                .get_or_fetch(k(), || fetch(Duration::from_millis(1)))
+                .await
+                .unwrap();
+        });
+        assert_eq!(
+            fetches.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "expired tokens are fetched again"
+        );
     }
 }

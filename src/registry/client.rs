@@ -323,15 +323,13 @@ impl HttpResolver {
                 let scope = format!("repository:{}:pull", image.path());
                 let service = service.as_deref().unwrap_or("");
                 let key = TokenCache::key(realm, service, &scope, cred);
-                if let Some(t) = self.tokens.get(&key) {
-                    return Ok(Some(secret_header(&format!("Bearer {}", t.expose()))));
-                }
-                let (token, life) = self
-                    .fetch_token(client, host, realm, service, &scope, cred)
+                let token = self
+                    .tokens
+                    .get_or_fetch(key, || {
+                        self.fetch_token(client, host, realm, service, &scope, cred)
+                    })
                     .await?;
-                let header = secret_header(&format!("Bearer {}", token.expose()));
-                self.tokens.put(key, token, life);
-                Ok(Some(header))
+                Ok(Some(secret_header(&format!("Bearer {}", token.expose()))))
             }
         }
     }

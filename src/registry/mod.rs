@@ -87,12 +87,29 @@ impl fmt::Display for ErrorKind {
 /// credentials: details are built only from statuses, headers we chose to
 /// quote, and transport errors (which carry URLs without userinfo).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{image} (registry {registry}): {kind}: {detail}")]
 pub struct ResolveError {
     pub image: String,
     pub registry: String,
     pub kind: ErrorKind,
     pub detail: String,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == ErrorKind::InvalidReference {
+            // No registry was chosen; quote the text so stray spaces show.
+            return write!(
+                f,
+                "invalid image reference {:?}: {}",
+                self.image, self.detail
+            );
+        }
+        write!(
+            f,
+            "{} (registry {}): {}: {}",
+            self.image, self.registry, self.kind, self.detail
+        )
+    }
 }
 
 /// A failure not yet tied to an image (e.g. a host's TLS setup); cloned into
