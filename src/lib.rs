@@ -7,12 +7,14 @@
 //! - [`credentials`]: kubelet's docker-config search and host matching.
 //! - [`manifest`]: kubelet's file rules, image scalars and byte-exact splicing.
 //! - [`registry`]: digest resolution over the OCI distribution API.
+//! - [`apiserver`]: ImagePolicyWebhook flags, mount and volume in kube-apiserver.yaml.
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
 //! - [`backup`]: run-stamped backups outside the manifest directory, and restore.
 //! - [`pin`]: one pinning pass: plan per file, resolve once, verify, write.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
+pub mod apiserver;
 pub mod backup;
 pub mod cli;
 pub mod config;

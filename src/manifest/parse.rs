@@ -46,20 +46,25 @@ pub struct Pod {
     pub images: Vec<ImageSite>,
 }
 
-/// A minimal document tree: only what locating images needs.
-enum Node {
+/// A minimal document tree with the positions that editing needs.
+/// Positions are saphyr's character indices; convert with [`byte_offsets`].
+pub(crate) enum Node {
     Scalar {
         value: String,
         style: ScalarStyle,
         span: Span,
     },
-    Seq(Vec<Node>),
+    Seq {
+        items: Vec<Node>,
+        /// `[`…`]` rather than `- ` items.
+        flow: bool,
+    },
     Map(Vec<(Node, Node)>),
     Alias,
 }
 
 impl Node {
-    fn get(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         match self {
             Node::Map(entries) => entries.iter().find_map(|(k, v)| match k {
                 Node::Scalar { value, .. } if value == key => Some(v),
@@ -68,10 +73,43 @@ impl Node {
             _ => None,
         }
     }
-    fn as_str(&self) -> Option<&str> {
+
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Node::Scalar { value, .. } => Some(value),
             _ => None,
+        }
+    }
+
+    pub(crate) fn items(&self) -> &[Node] {
+        match self {
+            Node::Seq { items, .. } => items,
+            _ => &[],
+        }
+    }
+
+    /// Character index where the node's first scalar starts.
+    pub(crate) fn first_char(&self) -> Option<usize> {
+        match self {
+            Node::Scalar { span, .. } => Some(span.start.index()),
+            Node::Seq { items, .. } => items.first().and_then(Node::first_char),
+            Node::Map(entries) => entries.first().and_then(|(k, _)| k.first_char()),
+            Node::Alias => None,
+        }
+    }
+
+    /// Character index where the node's last scalar ends (for quoted
+    /// scalars this may include a trailing comment on the same line).
+    pub(crate) fn last_char(&self) -> Option<usize> {
+        match self {
+            Node::Scalar { span, .. } => Some(span.end.index()),
+            Node::Seq { items, .. } => items.iter().filter_map(Node::last_char).max(),
+            Node::Map(entries) => entries
+                .iter()
+                .flat_map(|(k, v)| [k.last_char(), v.last_char()])
+                .flatten()
+                .max(),
+            Node::Alias => None,
         }
     }
 }
@@ -108,7 +146,10 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
         let Some(list) = spec.and_then(|s| s.get(field)) else {
             continue;
         };
-        let Node::Seq(containers) = list else {
+        let Node::Seq {
+            items: containers, ..
+        } = list
+        else {
             return Err(Skip::error(format!("spec.{field} is not a list")));
         };
         for (index, c) in containers.iter().enumerate() {
@@ -134,7 +175,8 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
             ))
         };
         let end = byte_offsets(text, [span.end.index()])[0];
-        let (quoting, inner) = locate(text, start, end, value, style).map_err(|w| site_err(&w))?;
+        let (quoting, inner) =
+            locate_scalar(text, start, end, value, style).map_err(|w| site_err(&w))?;
         images.push(ImageSite {
             field,
             index,
@@ -148,7 +190,7 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
     Ok(Pod { name, images })
 }
 
-fn parse_documents(text: &str) -> Result<Vec<Node>, Skip> {
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, Skip> {
     let mut events = Parser::new_from_str(text).peekable();
     let mut docs = Vec::new();
     let mut next = || -> Result<Option<(Event<'_>, Span)>, Skip> {
@@ -187,6 +229,7 @@ fn build<'a>(
         },
         Event::Alias(_) => Node::Alias,
         Event::SequenceStart(..) => {
+            let flow = first.1.start.index() != first.1.end.index();
             let mut items = Vec::new();
             loop {
                 let ev = next()?.ok_or_else(truncated)?;
@@ -195,7 +238,7 @@ fn build<'a>(
                 }
                 items.push(build(ev, next)?);
             }
-            Node::Seq(items)
+            Node::Seq { items, flow }
         }
         Event::MappingStart(..) => {
             let mut entries = Vec::new();
@@ -215,7 +258,10 @@ fn build<'a>(
 }
 
 /// Converts character indices (in any order) to byte offsets in one pass.
-fn byte_offsets(text: &str, char_indices: impl IntoIterator<Item = usize>) -> Vec<usize> {
+pub(crate) fn byte_offsets(
+    text: &str,
+    char_indices: impl IntoIterator<Item = usize>,
+) -> Vec<usize> {
     let wanted: Vec<usize> = char_indices.into_iter().collect();
     let mut order: Vec<usize> = (0..wanted.len()).collect();
     order.sort_by_key(|&i| wanted[i]);
@@ -235,7 +281,7 @@ fn byte_offsets(text: &str, char_indices: impl IntoIterator<Item = usize>) -> Ve
 
 /// Finds the scalar's own text inside `text[start..end]` (the span may include
 /// anchors and tags before it and, for quoted styles, a comment after it).
-fn locate(
+pub(crate) fn locate_scalar(
     text: &str,
     start: usize,
     end: usize,
