@@ -7,7 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::admission::preflight;
+use crate::apiserver;
 use crate::backup::BackupStore;
+use crate::health;
 use crate::fsutil::{self, WriteOutcome};
 use crate::manifest::parse::{inspect, ImageSite};
 use crate::manifest::scan::{scan, Entry};
@@ -32,6 +35,22 @@ pub struct Options {
     /// Write `name@digest` instead of `name:tag@digest`.
     pub digest_only: bool,
     pub concurrency: usize,
+    /// Wire this admission setup into kube-apiserver.yaml in the same pass.
+    pub admission: Option<apiserver::Request>,
+    /// After changing kube-apiserver.yaml, wait for it to be healthy or roll back.
+    pub health: Option<HealthGate>,
+}
+
+/// How to decide that a changed kube-apiserver came back.
+#[derive(Clone, Debug)]
+pub struct HealthGate {
+    /// Default: the manifest's livenessProbe URL.
+    pub url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub timeout: std::time::Duration,
+    /// Time to let kubelet notice the change (its relist period is 20 s)
+    /// before a healthy answer counts: until then the old apiserver answers.
+    pub settle: std::time::Duration,
 }
 
 /// One image as found in a file.
@@ -64,6 +83,10 @@ pub struct FileReport {
     /// Unified diff of the change (dry-run only).
     pub diff: Option<String>,
     pub backup: Option<PathBuf>,
+    /// Admission wiring done (or planned) in this file, and preflight warnings.
+    pub admission: Vec<String>,
+    /// kube-apiserver.yaml was rewritten, so the apiserver restarts.
+    pub apiserver_changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +218,9 @@ pub async fn run<R: Resolver>(
         };
         report.files[slot] = finish(l, file_answers, options, run.as_mut());
     }
+    if let (Mode::Apply, Some(gate)) = (options.mode, &options.health) {
+        health_gate(&mut report, gate).await;
+    }
     report
 }
 
@@ -205,6 +231,8 @@ fn file_report(path: &Path, outcome: Outcome) -> FileReport {
         images: Vec::new(),
         diff: None,
         backup: None,
+        admission: Vec::new(),
+        apiserver_changed: false,
     }
 }
 
@@ -292,16 +320,34 @@ fn finish(
         report.outcome = Outcome::Failed(errors.join("; "));
         return report;
     }
-    if edits.is_empty() {
+    let mut new_text = l.text.clone();
+    if !edits.is_empty() {
+        new_text = apply(&l.text, &edits);
+        if let Err(why) = verify(&l.text, &new_text, &edits) {
+            report.outcome = Outcome::Failed(format!(
+                "refusing to write: the rewrite did not verify ({why}); this is a staticpin bug, please report it"
+            ));
+            return report;
+        }
+    }
+    if let Some(req) = &options.admission {
+        if apiserver::is_apiserver(&new_text) {
+            match wire_admission(&new_text, req) {
+                Ok((text, notes)) => {
+                    new_text = text;
+                    report.admission = notes;
+                }
+                Err(why) => {
+                    report.outcome = Outcome::Failed(why);
+                    return report;
+                }
+            }
+        }
+    }
+    if new_text == l.text {
         return report;
     }
-    let new_text = apply(&l.text, &edits);
-    if let Err(why) = verify(&l.text, &new_text, &edits) {
-        report.outcome = Outcome::Failed(format!(
-            "refusing to write: the rewrite did not verify ({why}); this is a staticpin bug, please report it"
-        ));
-        return report;
-    }
+    report.apiserver_changed = apiserver::is_apiserver(&new_text);
     match options.mode {
         Mode::DryRun => {
             report.diff = Some(unified_diff(&l.path, &l.text, &new_text));
@@ -327,6 +373,74 @@ fn finish(
         Mode::Check => unreachable!("handled above"),
     }
     report
+}
+
+/// Plans the admission wiring and proves the admission files valid before
+/// any byte of the manifest changes: a wired-in config the apiserver cannot
+/// load would leave it crash-looping.
+fn wire_admission(text: &str, req: &apiserver::Request) -> Result<(String, Vec<String>), String> {
+    let plan = apiserver::plan(text, req).map_err(|why| format!("admission wiring refused: {why}"))?;
+    let (_, findings) = preflight::preflight(&req.config_file, &plan.mounted);
+    if preflight::has_failures(&findings) {
+        let failures: Vec<String> = findings
+            .iter()
+            .filter(|f| f.level == preflight::Level::Fail)
+            .map(|f| f.to_string())
+            .collect();
+        return Err(format!(
+            "admission preflight failed, kube-apiserver manifest left untouched: {}",
+            failures.join("; ")
+        ));
+    }
+    let mut notes = plan.changes;
+    for w in findings.iter().filter(|f| f.level == preflight::Level::Warn) {
+        tracing::warn!("{w}");
+        notes.push(format!("warning: {w}"));
+    }
+    Ok((plan.new_text, notes))
+}
+
+/// Waits for each rewritten kube-apiserver to answer healthy; restores the
+/// backup when it never does, so a bad change cannot keep the control plane down.
+async fn health_gate(report: &mut Report, gate: &HealthGate) {
+    for f in report.files.iter_mut().filter(|f| f.apiserver_changed) {
+        if !matches!(f.outcome, Outcome::Pinned(_)) {
+            continue;
+        }
+        let url = match &gate.url {
+            Some(u) => u.clone(),
+            None => match std::fs::read_to_string(&f.path).map_err(|e| e.to_string()).and_then(|t| health::liveness_url(&t)) {
+                Ok(u) => u,
+                Err(e) => {
+                    f.outcome = Outcome::Failed(format!("cannot tell where to check apiserver health ({e}); pass --health-url"));
+                    continue;
+                }
+            },
+        };
+        tokio::time::sleep(gate.settle).await;
+        let check = health::HealthCheck {
+            url,
+            ca: gate.ca.clone(),
+            timeout: gate.timeout,
+            ..health::HealthCheck::default()
+        };
+        match health::wait_healthy(&check).await {
+            Ok(took) => f.admission.push(format!("kube-apiserver healthy at {} after {:.1} s", check.url, took.as_secs_f64())),
+            Err(e) => {
+                let restored = match &f.backup {
+                    Some(b) => std::fs::read(b)
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| fsutil::atomic_replace(&f.path, &bytes).map_err(|e| e.to_string()))
+                        .map(|_| format!("restored the previous manifest from {}", b.display())),
+                    None => Err("no backup to restore".into()),
+                };
+                f.outcome = Outcome::Failed(match restored {
+                    Ok(what) => format!("{e}; {what}"),
+                    Err(why) => format!("{e}; ROLLBACK FAILED: {why}"),
+                });
+            }
+        }
+    }
 }
 
 /// `--- a/<file>` / `+++ b/<file>` unified diff with three lines of context.

@@ -4,6 +4,7 @@
 //! 0 success; 1 a check found something to act on; 2 something failed.
 
 mod check_config;
+mod doctor;
 mod pin;
 mod resolve;
 mod rollback;
@@ -61,6 +62,12 @@ pub enum Command {
 
     /// Validate a config file (default: /etc/staticpin/config.yaml plus config.d).
     CheckConfig(check_config::CheckConfigArgs),
+
+    /// Read-only health report: config, pinning, admission files and wiring.
+    ///
+    /// Prints a PASS/WARN/FAIL table. Exit 0 when everything passes, 1 when
+    /// something needs attention (e.g. unpinned images), 2 when something is broken.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Prints a one-line error for a setup problem and returns the failure code.
@@ -235,6 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pin(args) => runtime.block_on(pin::run(args)),
         Command::Rollback(args) => rollback::run(args),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Doctor(args) => runtime.block_on(doctor::run(args)),
     };
     ExitCode::from(code)
 }

@@ -1,11 +1,13 @@
 //! `staticpin pin [PATH...]`: pin, dry-run or check static pod manifests.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
 
 use super::{fail, OutputFormat, RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use crate::apiserver;
 use crate::backup::BackupStore;
 use crate::pin::{self, Mode, Outcome, Report};
 use crate::registry::HttpResolver;
@@ -35,6 +37,44 @@ pub struct PinArgs {
     /// Report format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
+
+    /// Also wire ImagePolicyWebhook into kube-apiserver.yaml with this
+    /// AdmissionConfiguration file (proven valid first). Config: admission.configFile.
+    #[arg(long, value_name = "FILE", help_heading = "Admission")]
+    pub admission_config: Option<PathBuf>,
+
+    /// Admission plugins to enable, comma-separated [default: ImagePolicyWebhook].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', help_heading = "Admission")]
+    pub admission_plugins: Vec<String>,
+
+    /// Host directory to mount read-only into kube-apiserver [default: the config file's directory].
+    #[arg(long, value_name = "DIR", help_heading = "Admission")]
+    pub admission_dir: Option<PathBuf>,
+
+    /// Replace an --admission-control-config-file that points somewhere else.
+    #[arg(long, help_heading = "Admission")]
+    pub force: bool,
+
+    /// After changing kube-apiserver.yaml, wait for its /livez and restore the
+    /// backup if it never answers healthy.
+    #[arg(long, help_heading = "Health gate")]
+    pub wait_healthy: bool,
+
+    /// URL to poll [default: the manifest's livenessProbe].
+    #[arg(long, value_name = "URL", help_heading = "Health gate")]
+    pub health_url: Option<String>,
+
+    /// CA for the apiserver's certificate [default: system roots and /etc/kubernetes/pki/ca.crt].
+    #[arg(long, value_name = "FILE", help_heading = "Health gate")]
+    pub health_ca: Option<PathBuf>,
+
+    /// Seconds to wait for healthy before rolling back.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, help_heading = "Health gate")]
+    pub health_timeout: f64,
+
+    /// Seconds to let kubelet pick up the change before probing (its relist period is 20 s).
+    #[arg(long, value_name = "SECS", default_value_t = 25.0, help_heading = "Health gate")]
+    pub health_settle: f64,
 
     /// Manifest files or directories [default: the configured manifestDir].
     #[arg(value_name = "PATH")]
@@ -68,10 +108,46 @@ pub async fn run(args: PinArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let admission_file = args.admission_config.clone().or_else(|| {
+        cfg.admission
+            .enabled
+            .then(|| cfg.admission.config_file.clone())
+            .flatten()
+    });
+    let admission = admission_file.map(|file| {
+        let mut req = apiserver::Request::new(file);
+        if !args.admission_plugins.is_empty() {
+            req.plugins = args.admission_plugins.clone();
+        }
+        if let Some(dir) = &args.admission_dir {
+            req.mount_dir = dir.clone();
+        }
+        req.force = args.force;
+        req
+    });
+    let secs = |name: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(format!("--{name} must be a number of seconds, got {v}"))
+        }
+    };
+    let health = match (args.wait_healthy, secs("health-timeout", args.health_timeout), secs("health-settle", args.health_settle)) {
+        (false, _, _) => None,
+        (true, Ok(timeout), Ok(settle)) => Some(pin::HealthGate {
+            url: args.health_url.clone(),
+            ca: args.health_ca.clone(),
+            timeout,
+            settle,
+        }),
+        (true, Err(e), _) | (true, _, Err(e)) => return fail(e),
+    };
     let options = pin::Options {
         mode,
         digest_only: args.digest_only || cfg.digest_only,
         concurrency: settings.concurrency,
+        admission,
+        health,
     };
     let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
     let resolver = HttpResolver::new(settings);
@@ -111,6 +187,8 @@ fn print_text(report: &Report, mode: Mode) {
                     println!("{path}:{}: {} is not pinned to a digest", i.line, i.image);
                 }
             }
+            Outcome::Pinned(0) if mode == Mode::DryRun => println!("{path}: would wire admission"),
+            Outcome::Pinned(0) => println!("{path}: admission wired"),
             Outcome::Pinned(n) if mode == Mode::DryRun => println!("{path}: would pin {n}"),
             Outcome::Pinned(n) => println!("{path}: pinned {n}"),
             Outcome::Unchanged if f.images.is_empty() && mode != Mode::Check => {
@@ -122,6 +200,9 @@ fn print_text(report: &Report, mode: Mode) {
                 println!("{path}: failed");
                 eprintln!("staticpin: {path}: {why}");
             }
+        }
+        for note in &f.admission {
+            println!("  {note}");
         }
     }
     println!("{}", report.summary(mode));
@@ -152,6 +233,7 @@ fn to_json(report: &Report, mode: Mode) -> serde_json::Value {
                 "images": images,
                 "backup": f.backup,
                 "diff": f.diff,
+                "admission": f.admission,
             })
         })
         .collect();

@@ -1,0 +1,198 @@
+//! `staticpin doctor`: every check, nothing changed, one table.
+//!
+//! The point is a 3 a.m. answer to "is this node in the state staticpin
+//! wants?": config valid, every static pod pinned, admission files valid and
+//! visible to the apiserver, kube-apiserver.yaml wired. Exit 0 all pass,
+//! 1 something to act on (warnings), 2 something broken.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use crate::admission::preflight::{self, Level};
+use crate::apiserver;
+use crate::manifest::scan::{scan, Entry};
+use crate::pin::{self, Mode, Outcome};
+use crate::registry::{HttpResolver, Settings};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Config file [default: /etc/staticpin/config.yaml plus config.d].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// AdmissionConfiguration to check [default: admission.configFile from the config].
+    #[arg(long, value_name = "FILE")]
+    pub admission_config: Option<PathBuf>,
+
+    /// Directory mounted for admission files [default: the config file's directory].
+    #[arg(long, value_name = "DIR")]
+    pub admission_dir: Option<PathBuf>,
+
+    /// Manifest directory [default: the configured manifestDir].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+struct Row {
+    level: Level,
+    check: String,
+    detail: String,
+}
+
+pub async fn run(args: DoctorArgs) -> u8 {
+    let mut rows = Vec::new();
+    let cfg_args = RegistryArgs {
+        config: args.config.clone(),
+        ..RegistryArgs::empty()
+    };
+    let cfg = match cfg_args.load_config() {
+        Ok(c) => {
+            rows.push(Row {
+                level: Level::Pass,
+                check: "config".into(),
+                detail: "valid".into(),
+            });
+            c
+        }
+        Err(e) => {
+            rows.push(Row {
+                level: Level::Fail,
+                check: "config".into(),
+                detail: e,
+            });
+            crate::config::Settings::default()
+        }
+    };
+    let dir = args.path.clone().unwrap_or(cfg.manifest_dir.clone());
+
+    // Pinning, without asking any registry.
+    let options = pin::Options {
+        mode: Mode::Check,
+        digest_only: false,
+        concurrency: 1,
+        admission: None,
+        health: None,
+    };
+    let report = pin::run(
+        std::slice::from_ref(&dir),
+        &options,
+        &HttpResolver::new(Settings::default()),
+        None,
+    )
+    .await;
+    for f in &report.files {
+        let (level, detail) = match &f.outcome {
+            Outcome::Unchanged => (Level::Pass, "all images pinned".to_string()),
+            Outcome::Unpinned(n) => (
+                Level::Warn,
+                format!(
+                    "{n} image(s) not pinned: {}",
+                    f.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            Outcome::Skipped(s) if !s.is_error => continue,
+            Outcome::Skipped(s) => (Level::Fail, s.reason.clone()),
+            Outcome::Failed(why) => (Level::Fail, why.clone()),
+            Outcome::Pinned(_) => unreachable!("check mode writes nothing"),
+        };
+        rows.push(Row {
+            level,
+            check: format!("pinned {}", f.path.display()),
+            detail,
+        });
+    }
+
+    let admission_file = args
+        .admission_config
+        .clone()
+        .or_else(|| cfg.admission.enabled.then(|| cfg.admission.config_file.clone()).flatten());
+    if let Some(file) = admission_file {
+        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
+    }
+
+    print_table(&rows);
+    if rows.iter().any(|r| r.level == Level::Fail) {
+        EXIT_FAILED
+    } else if rows.iter().any(|r| r.level == Level::Warn) {
+        EXIT_CHECK
+    } else {
+        EXIT_OK
+    }
+}
+
+fn admission_rows(rows: &mut Vec<Row>, dir: &std::path::Path, file: PathBuf, mount_dir: Option<PathBuf>) {
+    let mut req = apiserver::Request::new(file.clone());
+    if let Some(d) = mount_dir {
+        req.mount_dir = d;
+    }
+    let apiserver_file = scan(dir).ok().and_then(|entries| {
+        entries.into_iter().find_map(|e| match e {
+            Entry::File(p) => std::fs::read_to_string(&p)
+                .ok()
+                .filter(|t| apiserver::is_apiserver(t))
+                .map(|t| (p, t)),
+            Entry::Skipped(..) => None,
+        })
+    });
+    let mounted = match &apiserver_file {
+        None => {
+            rows.push(Row {
+                level: Level::Fail,
+                check: "kube-apiserver manifest".into(),
+                detail: format!("none found in {}", dir.display()),
+            });
+            vec![req.mount_dir.clone()]
+        }
+        Some((path, text)) => match apiserver::plan(text, &req) {
+            Ok(plan) => {
+                rows.push(Row {
+                    level: if plan.changes.is_empty() { Level::Pass } else { Level::Warn },
+                    check: format!("wired {}", path.display()),
+                    detail: if plan.changes.is_empty() {
+                        "ImagePolicyWebhook flags, mount and volume present".into()
+                    } else {
+                        format!("not wired yet (staticpin pin would: {})", plan.changes.join("; "))
+                    },
+                });
+                plan.mounted
+            }
+            Err(why) => {
+                rows.push(Row {
+                    level: Level::Fail,
+                    check: format!("wired {}", path.display()),
+                    detail: why,
+                });
+                vec![req.mount_dir.clone()]
+            }
+        },
+    };
+    let (_, findings) = preflight::preflight(&file, &mounted);
+    for f in findings {
+        rows.push(Row {
+            level: f.level,
+            check: format!("admission {}", f.check),
+            detail: f.to_string(),
+        });
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).min(60);
+    for r in rows {
+        let status = match r.level {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        println!("{status}  {:<width$}  {}", r.check, r.detail);
+    }
+    let count = |l: Level| rows.iter().filter(|r| r.level == l).count();
+    println!(
+        "{} passed, {} warnings, {} failed",
+        count(Level::Pass),
+        count(Level::Warn),
+        count(Level::Fail)
+    );
+}
