@@ -10,16 +10,20 @@
 //! - [`apiserver`]: ImagePolicyWebhook flags, mount and volume in kube-apiserver.yaml.
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
 //! - [`backup`]: run-stamped backups outside the manifest directory, and restore.
+//! - [`health`]: polling kube-apiserver's /livez after a change, for the rollback gate.
 //! - [`pin`]: one pinning pass: plan per file, resolve once, verify, write.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
+//! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
+pub mod admission;
 pub mod apiserver;
 pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod fsutil;
+pub mod health;
 pub mod manifest;
 pub mod pin;
 pub mod reference;

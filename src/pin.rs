@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::admission::preflight;
 use crate::apiserver;
 use crate::backup::BackupStore;
-use crate::health;
 use crate::fsutil::{self, WriteOutcome};
+use crate::health;
 use crate::manifest::parse::{inspect, ImageSite};
 use crate::manifest::scan::{scan, Entry};
 use crate::manifest::splice::{apply, verify, Edit};
@@ -132,7 +132,7 @@ impl Report {
             ),
             Mode::Apply | Mode::DryRun => format!(
                 "{n} {plural}: {} {}, {unchanged} unchanged",
-                self.count(|o| matches!(o, Outcome::Pinned(_))),
+                self.count(|o| matches!(o, Outcome::Pinned(k) if *k > 0)),
                 if mode == Mode::DryRun {
                     "would be pinned"
                 } else {
@@ -140,6 +140,16 @@ impl Report {
                 }
             ),
         };
+        // Files whose only change is the admission wiring.
+        let wired = self.count(|o| matches!(o, Outcome::Pinned(0)));
+        if wired > 0 {
+            let verb = if mode == Mode::DryRun {
+                "would be wired"
+            } else {
+                "wired"
+            };
+            s.push_str(&format!(", {wired} {verb} for admission"));
+        }
         if skipped > 0 {
             s.push_str(&format!(", {skipped} skipped"));
         }
@@ -379,7 +389,8 @@ fn finish(
 /// any byte of the manifest changes: a wired-in config the apiserver cannot
 /// load would leave it crash-looping.
 fn wire_admission(text: &str, req: &apiserver::Request) -> Result<(String, Vec<String>), String> {
-    let plan = apiserver::plan(text, req).map_err(|why| format!("admission wiring refused: {why}"))?;
+    let plan =
+        apiserver::plan(text, req).map_err(|why| format!("admission wiring refused: {why}"))?;
     let (_, findings) = preflight::preflight(&req.config_file, &plan.mounted);
     if preflight::has_failures(&findings) {
         let failures: Vec<String> = findings
@@ -393,7 +404,10 @@ fn wire_admission(text: &str, req: &apiserver::Request) -> Result<(String, Vec<S
         ));
     }
     let mut notes = plan.changes;
-    for w in findings.iter().filter(|f| f.level == preflight::Level::Warn) {
+    for w in findings
+        .iter()
+        .filter(|f| f.level == preflight::Level::Warn)
+    {
         tracing::warn!("{w}");
         notes.push(format!("warning: {w}"));
     }
@@ -409,28 +423,38 @@ async fn health_gate(report: &mut Report, gate: &HealthGate) {
         }
         let url = match &gate.url {
             Some(u) => u.clone(),
-            None => match std::fs::read_to_string(&f.path).map_err(|e| e.to_string()).and_then(|t| health::liveness_url(&t)) {
+            None => match std::fs::read_to_string(&f.path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| health::liveness_url(&t))
+            {
                 Ok(u) => u,
                 Err(e) => {
-                    f.outcome = Outcome::Failed(format!("cannot tell where to check apiserver health ({e}); pass --health-url"));
+                    f.outcome = Outcome::Failed(format!(
+                        "cannot tell where to check apiserver health ({e}); pass --health-url"
+                    ));
                     continue;
                 }
             },
         };
         tokio::time::sleep(gate.settle).await;
         let check = health::HealthCheck {
-            url,
             ca: gate.ca.clone(),
             timeout: gate.timeout,
-            ..health::HealthCheck::default()
+            ..health::HealthCheck::new(url)
         };
         match health::wait_healthy(&check).await {
-            Ok(took) => f.admission.push(format!("kube-apiserver healthy at {} after {:.1} s", check.url, took.as_secs_f64())),
+            Ok(took) => f.admission.push(format!(
+                "kube-apiserver healthy at {} after {:.1} s",
+                check.url,
+                took.as_secs_f64()
+            )),
             Err(e) => {
                 let restored = match &f.backup {
                     Some(b) => std::fs::read(b)
                         .map_err(|e| e.to_string())
-                        .and_then(|bytes| fsutil::atomic_replace(&f.path, &bytes).map_err(|e| e.to_string()))
+                        .and_then(|bytes| {
+                            fsutil::atomic_replace(&f.path, &bytes).map_err(|e| e.to_string())
+                        })
                         .map(|_| format!("restored the previous manifest from {}", b.display())),
                     None => Err("no backup to restore".into()),
                 };

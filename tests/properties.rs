@@ -189,7 +189,7 @@ proptest! {
         let file = manifests.join("pod.yaml");
         std::fs::write(&file, &text).unwrap();
         let store = BackupStore::new(dir.path().join("b"));
-        let options = pin::Options { mode: Mode::Apply, digest_only: false, concurrency: 4 };
+        let options = pin::Options { mode: Mode::Apply, digest_only: false, concurrency: 4, admission: None, health: None };
         let fake = Fake(AtomicUsize::new(0));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 

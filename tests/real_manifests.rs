@@ -129,3 +129,152 @@ fn real_manifests_change_only_image_lines() {
         assert_eq!(changed, 1, "{name:?}: exactly the one image line changes");
     }
 }
+
+/// ImagePolicyWebhook wiring on the real kube-apiserver manifests: the diff
+/// holds only the flag changes, the mount and the volume; the one manifest
+/// that already points at another admission config is refused until --force.
+#[test]
+fn real_apiservers_get_only_flags_mount_and_volume() {
+    let Some(src) = real_manifests() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path(), "webhook");
+    let (cert, key) = pki.client_cert("kube-apiserver");
+    let admission = tmp.path().join("admission");
+    let manifests = tmp.path().join("manifests");
+    let empty = tmp.path().join("empty");
+    for d in [&manifests, &empty] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
+    let staticpin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_staticpin"));
+        c.env("HOME", &empty).current_dir(&empty);
+        c
+    };
+    let init = run_output(
+        staticpin()
+            .args([
+                "admission",
+                "init",
+                "--webhook-url",
+                "https://127.0.0.1:9443/check",
+            ])
+            .arg("--webhook-ca")
+            .arg(&pki.ca_crt)
+            .arg("--client-cert")
+            .arg(&cert)
+            .arg("--client-key")
+            .arg(&key)
+            .arg("--dir")
+            .arg(&admission)
+            .arg("--manifest-dir")
+            .arg(&manifests),
+    );
+    assert_eq!(
+        init.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let config = admission.join("admission_config.yaml");
+    let dir = admission.display().to_string();
+    let allowed_new = [
+        format!("    - --admission-control-config-file={}", config.display()),
+        format!("    - mountPath: {dir}"),
+        "      name: admission".to_string(),
+        "      readOnly: true".to_string(),
+        "  - hostPath:".to_string(),
+        format!("      path: {dir}"),
+        "      type: DirectoryOrCreate".to_string(),
+        "    name: admission".to_string(),
+    ];
+
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("kube-apiserver") {
+            continue;
+        }
+        seen += 1;
+        // Images pre-pinned, so this test asks no registry.
+        let text: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .split_inclusive('\n')
+            .map(|l| match split_image(l) {
+                Some(_) => {
+                    l.replacen('\n', "", 1).trim_end().to_string()
+                        + &format!("@sha256:{}\n", "a".repeat(64))
+                }
+                None => l.to_string(),
+            })
+            .collect();
+        let file = manifests.join("kube-apiserver.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let pin = |extra: &[&str]| {
+            run_output(
+                staticpin()
+                    .arg("pin")
+                    .arg("--config")
+                    .arg(tmp.path().join("config.yaml"))
+                    .arg("--backup-dir")
+                    .arg(tmp.path().join("backups"))
+                    .arg("--kubelet-root-dir")
+                    .arg(&empty)
+                    .arg("--certs-dir")
+                    .arg(&empty)
+                    .arg("--admission-config")
+                    .arg(&config)
+                    .args(extra)
+                    .arg(&file),
+            )
+        };
+        let mut out = pin(&[]);
+        if text.contains("--admission-control-config-file=") {
+            assert_eq!(out.status.code(), Some(2), "{path:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                text,
+                "{path:?} untouched"
+            );
+            out = pin(&["--force"]);
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{path:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let new = std::fs::read_to_string(&file).unwrap();
+        let diff = similar::TextDiff::from_lines(&text, &new);
+        for change in diff.iter_all_changes() {
+            let line = change.value().trim_end_matches('\n');
+            match change.tag() {
+                similar::ChangeTag::Equal => {}
+                similar::ChangeTag::Delete => assert!(
+                    line.contains("--enable-admission-plugins=")
+                        || line.contains("--admission-control-config-file="),
+                    "{path:?}: removed {line:?}"
+                ),
+                similar::ChangeTag::Insert => assert!(
+                    line.contains("--enable-admission-plugins=")
+                        && line.ends_with("ImagePolicyWebhook")
+                        || allowed_new.iter().any(|a| a == line),
+                    "{path:?}: added {line:?}"
+                ),
+            }
+        }
+        // And it is still a valid Pod.
+        let valid = run_output(
+            Command::new("kubernetes-validate")
+                .args(["--strict", "-k", "1.31.0"])
+                .arg(&file),
+        );
+        assert!(
+            valid.status.success(),
+            "{path:?}: {}",
+            String::from_utf8_lossy(&valid.stdout)
+        );
+    }
+    assert!(seen >= 5, "expected the real kube-apiserver manifests");
+}

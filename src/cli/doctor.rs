@@ -89,7 +89,11 @@ pub async fn run(args: DoctorArgs) -> u8 {
                 Level::Warn,
                 format!(
                     "{n} image(s) not pinned: {}",
-                    f.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>().join(", ")
+                    f.images
+                        .iter()
+                        .map(|i| i.image.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             Outcome::Skipped(s) if !s.is_error => continue,
@@ -104,10 +108,12 @@ pub async fn run(args: DoctorArgs) -> u8 {
         });
     }
 
-    let admission_file = args
-        .admission_config
-        .clone()
-        .or_else(|| cfg.admission.enabled.then(|| cfg.admission.config_file.clone()).flatten());
+    let admission_file = args.admission_config.clone().or_else(|| {
+        cfg.admission
+            .enabled
+            .then(|| cfg.admission.config_file.clone())
+            .flatten()
+    });
     if let Some(file) = admission_file {
         admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
     }
@@ -122,7 +128,12 @@ pub async fn run(args: DoctorArgs) -> u8 {
     }
 }
 
-fn admission_rows(rows: &mut Vec<Row>, dir: &std::path::Path, file: PathBuf, mount_dir: Option<PathBuf>) {
+fn admission_rows(
+    rows: &mut Vec<Row>,
+    dir: &std::path::Path,
+    file: PathBuf,
+    mount_dir: Option<PathBuf>,
+) {
     let mut req = apiserver::Request::new(file.clone());
     if let Some(d) = mount_dir {
         req.mount_dir = d;
@@ -148,12 +159,19 @@ fn admission_rows(rows: &mut Vec<Row>, dir: &std::path::Path, file: PathBuf, mou
         Some((path, text)) => match apiserver::plan(text, &req) {
             Ok(plan) => {
                 rows.push(Row {
-                    level: if plan.changes.is_empty() { Level::Pass } else { Level::Warn },
+                    level: if plan.changes.is_empty() {
+                        Level::Pass
+                    } else {
+                        Level::Warn
+                    },
                     check: format!("wired {}", path.display()),
                     detail: if plan.changes.is_empty() {
                         "ImagePolicyWebhook flags, mount and volume present".into()
                     } else {
-                        format!("not wired yet (staticpin pin would: {})", plan.changes.join("; "))
+                        format!(
+                            "not wired yet (staticpin pin would: {})",
+                            plan.changes.join("; ")
+                        )
                     },
                 });
                 plan.mounted
@@ -179,7 +197,12 @@ fn admission_rows(rows: &mut Vec<Row>, dir: &std::path::Path, file: PathBuf, mou
 }
 
 fn print_table(rows: &[Row]) {
-    let width = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).min(60);
+    let width = rows
+        .iter()
+        .map(|r| r.check.len())
+        .max()
+        .unwrap_or(5)
+        .min(60);
     for r in rows {
         let status = match r.level {
             Level::Pass => "PASS",

@@ -3,6 +3,7 @@
 //! Exit codes are part of the interface that scripts rely on:
 //! 0 success; 1 a check found something to act on; 2 something failed.
 
+mod admission;
 mod check_config;
 mod doctor;
 mod pin;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Prints a PASS/WARN/FAIL table. Exit 0 when everything passes, 1 when
     /// something needs attention (e.g. unpinned images), 2 when something is broken.
     Doctor(doctor::DoctorArgs),
+
+    /// Set up the ImagePolicyWebhook admission plugin's files.
+    Admission(admission::AdmissionArgs),
 }
 
 /// Prints a one-line error for a setup problem and returns the failure code.
@@ -243,6 +247,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rollback(args) => rollback::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Doctor(args) => runtime.block_on(doctor::run(args)),
+        Command::Admission(args) => admission::run(args),
     };
     ExitCode::from(code)
 }

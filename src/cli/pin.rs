@@ -44,7 +44,12 @@ pub struct PinArgs {
     pub admission_config: Option<PathBuf>,
 
     /// Admission plugins to enable, comma-separated [default: ImagePolicyWebhook].
-    #[arg(long, value_name = "LIST", value_delimiter = ',', help_heading = "Admission")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Admission"
+    )]
     pub admission_plugins: Vec<String>,
 
     /// Host directory to mount read-only into kube-apiserver [default: the config file's directory].
@@ -69,11 +74,21 @@ pub struct PinArgs {
     pub health_ca: Option<PathBuf>,
 
     /// Seconds to wait for healthy before rolling back.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, help_heading = "Health gate")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300.0,
+        help_heading = "Health gate"
+    )]
     pub health_timeout: f64,
 
     /// Seconds to let kubelet pick up the change before probing (its relist period is 20 s).
-    #[arg(long, value_name = "SECS", default_value_t = 25.0, help_heading = "Health gate")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 25.0,
+        help_heading = "Health gate"
+    )]
     pub health_settle: f64,
 
     /// Manifest files or directories [default: the configured manifestDir].
@@ -132,7 +147,11 @@ pub async fn run(args: PinArgs) -> u8 {
             Err(format!("--{name} must be a number of seconds, got {v}"))
         }
     };
-    let health = match (args.wait_healthy, secs("health-timeout", args.health_timeout), secs("health-settle", args.health_settle)) {
+    let health = match (
+        args.wait_healthy,
+        secs("health-timeout", args.health_timeout),
+        secs("health-settle", args.health_settle),
+    ) {
         (false, _, _) => None,
         (true, Ok(timeout), Ok(settle)) => Some(pin::HealthGate {
             url: args.health_url.clone(),
@@ -142,6 +161,21 @@ pub async fn run(args: PinArgs) -> u8 {
         }),
         (true, Err(e), _) | (true, _, Err(e)) => return fail(e),
     };
+    // A typo in --health-url or --health-ca must fail before any write, not
+    // surface as a rollback after the apiserver restarted.
+    if let Some(gate) = &health {
+        let probe = crate::health::HealthCheck {
+            ca: gate.ca.clone(),
+            ..crate::health::HealthCheck::new(
+                gate.url
+                    .clone()
+                    .unwrap_or_else(|| "https://127.0.0.1/livez".into()),
+            )
+        };
+        if let Err(e) = probe.validate() {
+            return fail(e);
+        }
+    }
     let options = pin::Options {
         mode,
         digest_only: args.digest_only || cfg.digest_only,

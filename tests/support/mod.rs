@@ -18,6 +18,7 @@
 //! tempfile 3.
 #![allow(dead_code, unused_imports)]
 
+pub mod apiserver;
 pub mod docker_config;
 pub mod fault;
 pub mod http;

@@ -1,0 +1,546 @@
+//! `staticpin admission init`: render the ImagePolicyWebhook admission config
+//! and its webhook kubeconfig into one directory, with copies of the CA,
+//! client certificate and key, so that a single hostPath mount of that
+//! directory gives kube-apiserver everything it reads.
+//!
+//! Inputs are checked before anything is written (an https URL, parseable
+//! PEM, a key that matches its certificate, a directory outside kubelet's
+//! manifest directory), existing files are only replaced with `force`, and
+//! the result must pass [`preflight`] with the directory as the only mount.
+//! Files are written certificates first and the admission config last, so an
+//! interrupted run never leaves a config that points at missing files.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::preflight::{
+    self, has_failures, preflight, Admission, DurationField, Finding, KeyMatch, Verdict, ALLOW_TTL,
+    DENY_TTL, RETRY_BACKOFF,
+};
+use crate::fsutil::{self, FsError};
+
+pub const DEFAULT_DIR: &str = "/etc/kubernetes/admission";
+pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
+pub const CONFIG_FILE: &str = "admission_config.yaml";
+pub const KUBECONFIG_FILE: &str = "kubeconf";
+pub const CA_FILE: &str = "webhook-ca.crt";
+pub const CLIENT_CERT_FILE: &str = "webhook-client.crt";
+pub const CLIENT_KEY_FILE: &str = "webhook-client.key";
+
+/// Names inside the rendered kubeconfig.
+const CLUSTER: &str = "image-policy-webhook";
+const USER: &str = "kube-apiserver";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Where kube-apiserver POSTs ImageReviews, path included.
+    pub webhook_url: String,
+    /// PEM CA bundle that verifies the webhook backend's serving certificate.
+    pub webhook_ca: PathBuf,
+    /// PEM client certificate (chain) kube-apiserver presents to the backend.
+    pub client_cert: PathBuf,
+    /// Its PEM private key.
+    pub client_key: PathBuf,
+    /// Seconds; see [`preflight`] for the ranges and sentinels.
+    pub allow_ttl: i64,
+    pub deny_ttl: i64,
+    /// Milliseconds.
+    pub retry_backoff: i64,
+    pub default_allow: bool,
+    /// Where the files go; also the directory to mount into kube-apiserver.
+    pub dir: PathBuf,
+    /// kubelet's static pod directory, which `dir` must stay out of.
+    pub manifest_dir: PathBuf,
+    /// Replace existing files whose contents differ.
+    pub force: bool,
+}
+
+impl InitOptions {
+    /// The CKS defaults: 50 s TTLs, 500 ms backoff, fail closed, in
+    /// /etc/kubernetes/admission.
+    pub fn new(
+        webhook_url: impl Into<String>,
+        webhook_ca: impl Into<PathBuf>,
+        client_cert: impl Into<PathBuf>,
+        client_key: impl Into<PathBuf>,
+    ) -> InitOptions {
+        InitOptions {
+            webhook_url: webhook_url.into(),
+            webhook_ca: webhook_ca.into(),
+            client_cert: client_cert.into(),
+            client_key: client_key.into(),
+            allow_ttl: 50,
+            deny_ttl: 50,
+            retry_backoff: 500,
+            default_allow: false,
+            dir: PathBuf::from(DEFAULT_DIR),
+            manifest_dir: PathBuf::from(DEFAULT_MANIFEST_DIR),
+            force: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOutcome {
+    Created,
+    Replaced,
+    /// Already held exactly these bytes and mode.
+    Unchanged,
+}
+
+impl fmt::Display for FileOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileOutcome::Created => "created",
+            FileOutcome::Replaced => "replaced",
+            FileOutcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct InitReport {
+    /// Absolute: the directory to mount into kube-apiserver.
+    pub dir: PathBuf,
+    /// The file for `--admission-control-config-file`.
+    pub config_file: PathBuf,
+    /// Every file, in the order written.
+    pub files: Vec<(PathBuf, FileOutcome)>,
+    pub admission: Admission,
+    /// The preflight run on the written files.
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("--webhook-url must be an https:// URL with a host (kube-apiserver calls the webhook over TLS only), got {url:?}")]
+    NotHttps { url: String },
+    #[error("--{flag} {reason}")]
+    Duration { flag: &'static str, reason: String },
+    #[error(
+        "--dir {} is {} the manifest directory {}: kubelet would try to run every file in it as a static pod; use a directory outside it, such as {DEFAULT_DIR}",
+        .dir.display(),
+        if .dir == .manifest_dir { "itself" } else { "inside" },
+        .manifest_dir.display()
+    )]
+    InManifestDir { dir: PathBuf, manifest_dir: PathBuf },
+    #[error("{}: {reason}", .path.display())]
+    Input { path: PathBuf, reason: String },
+    #[error("{}: the key does not match the certificate {}", .key.display(), .cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("refusing to overwrite {}: the contents differ; pass --force to replace them", list(.paths))]
+    Exists { paths: Vec<PathBuf> },
+    #[error("cannot create directory {}: {source}", .dir.display())]
+    CreateDir { dir: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Write(#[from] FsError),
+    /// The files were written but do not pass preflight; kube-apiserver must
+    /// not be pointed at them. The report holds the findings.
+    #[error("the files written to {} fail preflight", .0.dir.display())]
+    Preflight(Box<InitReport>),
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One file to write.
+struct Planned {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// Validates the inputs, writes the files, and runs preflight on them.
+pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
+    if preflight::https_host(&opts.webhook_url).is_none() {
+        return Err(InitError::NotHttps {
+            url: opts.webhook_url.clone(),
+        });
+    }
+    for (flag, field, value) in [
+        ("allow-ttl", &ALLOW_TTL, opts.allow_ttl),
+        ("deny-ttl", &DENY_TTL, opts.deny_ttl),
+        ("retry-backoff", &RETRY_BACKOFF, opts.retry_backoff),
+    ] {
+        check_duration(flag, field, value)?;
+    }
+    let dir = preflight::normalize(&opts.dir);
+    let manifest_dir = preflight::normalize(&opts.manifest_dir);
+    // Compare with symlinks resolved too: /etc/kubernetes/manifests may be a
+    // link, and --dir may reach it through one.
+    if dir.starts_with(&manifest_dir) || real(&dir).starts_with(real(&manifest_dir)) {
+        return Err(InitError::InManifestDir { dir, manifest_dir });
+    }
+
+    let ca = read_input(&opts.webhook_ca)?;
+    preflight::parse_ca(&ca).map_err(|reason| input_error(&opts.webhook_ca, reason))?;
+    let cert = read_input(&opts.client_cert)?;
+    let chain = preflight::parse_cert_chain(&cert)
+        .map_err(|reason| input_error(&opts.client_cert, reason))?;
+    let key = read_input(&opts.client_key)?;
+    let parsed_key = preflight::parse_private_key(&key)
+        .map_err(|reason| input_error(&opts.client_key, reason))?;
+    match preflight::key_matches_cert(&chain[0], parsed_key) {
+        Ok(KeyMatch::Yes) | Ok(KeyMatch::Unknown) => {}
+        Ok(KeyMatch::No) => {
+            return Err(InitError::KeyMismatch {
+                cert: opts.client_cert.clone(),
+                key: opts.client_key.clone(),
+            })
+        }
+        Err(reason) => return Err(input_error(&opts.client_key, reason)),
+    }
+
+    let config_file = dir.join(CONFIG_FILE);
+    let kubeconfig = dir.join(KUBECONFIG_FILE);
+    let ca_file = dir.join(CA_FILE);
+    let cert_file = dir.join(CLIENT_CERT_FILE);
+    let key_file = dir.join(CLIENT_KEY_FILE);
+    let header = header(opts, &dir);
+    // Dependencies first, the admission config last: see the module doc.
+    let plan = [
+        Planned {
+            path: ca_file.clone(),
+            bytes: ca,
+            mode: 0o644,
+        },
+        Planned {
+            path: cert_file.clone(),
+            bytes: cert,
+            mode: 0o644,
+        },
+        Planned {
+            path: key_file.clone(),
+            bytes: key,
+            mode: 0o600,
+        },
+        Planned {
+            path: kubeconfig.clone(),
+            bytes: render_kubeconfig(&header, &opts.webhook_url, &ca_file, &cert_file, &key_file)
+                .into_bytes(),
+            mode: 0o644,
+        },
+        Planned {
+            path: config_file.clone(),
+            bytes: render_admission_config(&header, opts, &kubeconfig).into_bytes(),
+            mode: 0o644,
+        },
+    ];
+
+    // Decide every file before writing any, so a refusal writes nothing.
+    let mut outcomes = Vec::with_capacity(plan.len());
+    let mut conflicts = Vec::new();
+    for p in &plan {
+        let outcome = match fs::symlink_metadata(&p.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => FileOutcome::Created,
+            Err(e) => return Err(FsError::io(fsutil::Step::Stat, &p.path, e).into()),
+            Ok(meta)
+                if meta.is_file()
+                    && meta.mode() & 0o7777 == p.mode
+                    && fs::read(&p.path).is_ok_and(|b| b == p.bytes) =>
+            {
+                FileOutcome::Unchanged
+            }
+            Ok(_) if opts.force => FileOutcome::Replaced,
+            Ok(_) => {
+                conflicts.push(p.path.clone());
+                FileOutcome::Replaced
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if !conflicts.is_empty() {
+        return Err(InitError::Exists { paths: conflicts });
+    }
+
+    create_dir(&dir)?;
+    let mut files = Vec::with_capacity(plan.len());
+    for (p, outcome) in plan.iter().zip(outcomes) {
+        match outcome {
+            FileOutcome::Created => fsutil::write_new_file_atomically(&p.path, &p.bytes, p.mode)?,
+            // Our own file: replace it whole, with our mode, rather than
+            // keep a looser mode an old copy of the key may have had.
+            FileOutcome::Replaced => fsutil::write_file_atomically(&p.path, &p.bytes, p.mode)?,
+            FileOutcome::Unchanged => {}
+        }
+        files.push((p.path.clone(), outcome));
+    }
+
+    let (admission, findings) = preflight(&config_file, std::slice::from_ref(&dir));
+    let report = InitReport {
+        dir,
+        config_file,
+        files,
+        admission,
+        findings,
+    };
+    if has_failures(&report.findings) {
+        return Err(InitError::Preflight(Box::new(report)));
+    }
+    Ok(report)
+}
+
+fn check_duration(flag: &'static str, field: &DurationField, value: i64) -> Result<(), InitError> {
+    match field.check(value) {
+        Verdict::Pass(_) | Verdict::Warn(_) => Ok(()),
+        Verdict::Fail(_) => Err(InitError::Duration {
+            flag,
+            reason: format!("{}, got {value}", field.expected()),
+        }),
+    }
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, InitError> {
+    fs::read(path).map_err(|e| input_error(path, format!("cannot read: {e}")))
+}
+
+fn input_error(path: &Path, reason: String) -> InitError {
+    InitError::Input {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// `p` with symlinks resolved as far as it exists.
+fn real(p: &Path) -> PathBuf {
+    let mut existing = p;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = fs::canonicalize(existing) {
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), InitError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| InitError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    // Make the new directory entry durable before files appear in it.
+    if let Some(parent) = dir.parent() {
+        fsutil::fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// The comment block at the top of both rendered files.
+fn header(opts: &InitOptions, dir: &Path) -> String {
+    let abs = |p: &Path| shell_word(&preflight::normalize(p).display().to_string());
+    let mut args = vec![
+        format!("--webhook-url {}", shell_word(&opts.webhook_url)),
+        format!("--webhook-ca {}", abs(&opts.webhook_ca)),
+        format!("--client-cert {}", abs(&opts.client_cert)),
+        format!("--client-key {}", abs(&opts.client_key)),
+        format!(
+            "--allow-ttl={} --deny-ttl={} --retry-backoff={}",
+            opts.allow_ttl, opts.deny_ttl, opts.retry_backoff
+        ),
+    ];
+    if opts.default_allow {
+        args.push("--default-allow".to_string());
+    }
+    args.push(format!("--dir {}", abs(dir)));
+    let command = args
+        .iter()
+        .map(|a| format!(" \\\n#     {a}"))
+        .collect::<String>();
+    format!(
+        "# Generated by `staticpin admission init`. kube-apiserver reads this file only\n\
+         # at start-up, so a change takes effect when kube-apiserver restarts.\n\
+         # Hand edits are overwritten when the files are regenerated with:\n\
+         #   staticpin admission init --force{command}\n"
+    )
+}
+
+/// The AdmissionConfiguration with the ImagePolicyWebhook settings embedded.
+pub fn render_admission_config(header: &str, opts: &InitOptions, kubeconfig: &Path) -> String {
+    let fails = if opts.default_allow {
+        "true: if the backend cannot be reached, every image is admitted (fail open)"
+    } else {
+        "false: if the backend cannot be reached, every pod is rejected (fail closed)"
+    };
+    format!(
+        "{header}\
+apiVersion: {api_version}
+kind: {kind}
+plugins:
+- name: {plugin}
+  configuration:
+    imagePolicy:
+      kubeConfigFile: {kubeconfig}
+      # Seconds to cache an allowed / a denied answer (1-1800; 0 default, -1 off).
+      allowTTL: {allow}
+      denyTTL: {deny}
+      # Milliseconds before the first retry (1-300000; 0 default, -1 off).
+      retryBackoff: {backoff}
+      # {fails}
+      defaultAllow: {default_allow}
+",
+        api_version = preflight::API_VERSION,
+        kind = preflight::KIND,
+        plugin = preflight::PLUGIN_NAME,
+        kubeconfig = yaml_scalar(&kubeconfig.display().to_string()),
+        allow = opts.allow_ttl,
+        deny = opts.deny_ttl,
+        backoff = opts.retry_backoff,
+        default_allow = opts.default_allow,
+    )
+}
+
+/// A kubeconfig with one cluster (the backend), one user (kube-apiserver's
+/// client certificate) and the context joining them.
+pub fn render_kubeconfig(header: &str, url: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    let s = |p: &Path| yaml_scalar(&p.display().to_string());
+    format!(
+        "{header}\
+apiVersion: v1
+kind: Config
+clusters:
+- name: {CLUSTER}
+  cluster:
+    # CA that signed the webhook backend's serving certificate.
+    certificate-authority: {ca}
+    # kube-apiserver POSTs ImageReviews to exactly this URL.
+    server: {url}
+users:
+- name: {USER}
+  user:
+    # What kube-apiserver presents to the backend.
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: {CLUSTER}
+  context:
+    cluster: {CLUSTER}
+    user: {USER}
+current-context: {CLUSTER}
+preferences: {{}}
+",
+        ca = s(ca),
+        url = yaml_scalar(url),
+        cert = s(cert),
+        key = s(key),
+    )
+}
+
+/// A plain YAML scalar when that cannot be misread, else a double-quoted one
+/// (JSON string syntax is valid YAML).
+fn yaml_scalar(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:+=".contains(c);
+    let plain = s.starts_with(|c: char| c == '/' || c.is_ascii_alphabetic())
+        && s.chars().all(safe)
+        && !s.ends_with(':')
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null"
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::Value::from(s).to_string()
+    }
+}
+
+/// A word a POSIX shell reads back as `s`.
+fn shell_word(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:=@%+,".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_that_yaml_would_misread_are_quoted() {
+        assert_eq!(
+            yaml_scalar("/etc/kubernetes/admission/kubeconf"),
+            "/etc/kubernetes/admission/kubeconf"
+        );
+        assert_eq!(
+            yaml_scalar("https://h:1234/check-image"),
+            "https://h:1234/check-image"
+        );
+        assert_eq!(yaml_scalar("https://h/x?a=b&c"), "\"https://h/x?a=b&c\"");
+        assert_eq!(yaml_scalar("/dir with space/k"), "\"/dir with space/k\"");
+        assert_eq!(yaml_scalar("yes"), "\"yes\"");
+        assert_eq!(yaml_scalar("/a #b"), "\"/a #b\"");
+        for s in ["https://h/x?a=b&c", "/dir with space/k", "/a #b", "/x\"y'"] {
+            let v: String = serde_norway::from_str(&yaml_scalar(s)).unwrap();
+            assert_eq!(v, s);
+        }
+    }
+
+    #[test]
+    fn shell_words_round_trip_through_sh() {
+        for s in ["/etc/x", "https://h/x?a=b&c", "it's", "a b"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_word(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn rendered_files_parse_with_the_inputs() {
+        let mut opts = InitOptions::new("https://h:1/p", "/src/ca", "/src/c", "/src/k");
+        opts.default_allow = true;
+        opts.allow_ttl = -1;
+        let dir = Path::new("/etc/kubernetes/admission");
+        let h = header(&opts, dir);
+        assert!(h.lines().all(|l| l.starts_with('#')), "{h}");
+        assert!(h.contains("--default-allow"), "{h}");
+        let cfg = render_admission_config(&h, &opts, &dir.join("kubeconf"));
+        let v: serde_norway::Value = serde_norway::from_str(&cfg).unwrap();
+        let ip = &v["plugins"][0]["configuration"]["imagePolicy"];
+        assert_eq!(
+            ip["kubeConfigFile"].as_str(),
+            Some("/etc/kubernetes/admission/kubeconf")
+        );
+        assert_eq!(ip["allowTTL"].as_i64(), Some(-1));
+        assert_eq!(ip["defaultAllow"].as_bool(), Some(true));
+        let kc = render_kubeconfig(
+            &h,
+            "https://h:1/p",
+            &dir.join("a"),
+            &dir.join("b"),
+            &dir.join("c"),
+        );
+        let v: serde_norway::Value = serde_norway::from_str(&kc).unwrap();
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://h:1/p")
+        );
+        assert_eq!(v["current-context"].as_str(), Some(CLUSTER));
+    }
+}

@@ -1,0 +1,10 @@
+//! ImagePolicyWebhook admission: everything staticpin knows about the files
+//! kube-apiserver reads for it, kept apart from the manifest editing.
+//!
+//! - [`preflight`]: the read-only checks that must pass before any byte of
+//!   kube-apiserver.yaml changes, each reported with the file and field at fault.
+//! - [`init`]: `staticpin admission init`, which renders an admission config and
+//!   webhook kubeconfig that pass those checks.
+
+pub mod init;
+pub mod preflight;
