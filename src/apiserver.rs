@@ -467,31 +467,17 @@ fn insert_flag(
     let at = sorted_index(&names, name);
     let index = flags.get(at).map_or(items.len(), |(i, _)| *i);
     let like = layout(cx, &items[index.min(items.len() - 1)])?;
-    let (pos, needs_eol) = insertion_point(cx, items, index)?;
-    let mut text = String::new();
-    if needs_eol {
-        text.push_str(cx.eol);
-    }
-    text.push_str(&format!("{}{value}", like.dash_prefix));
-    if !needs_eol {
-        text.push_str(cx.eol);
-    }
-    let order = cx.next_order();
-    cx.edits.push(TextEdit {
-        start: pos,
-        end: pos,
-        order,
-        text,
-    });
     let mut path = cpath.to_vec();
     path.push(Seg::Key(field));
-    cx.changes.push(Change::Insert {
-        path,
+    let body = format!("{}{value}", like.dash_prefix);
+    insert_item(
+        cx,
+        items,
         index,
-        order,
-        value: Value::String(value.to_string()),
-    });
-    Ok(())
+        body,
+        path,
+        Value::String(value.to_string()),
+    )
 }
 
 fn clean(p: &str) -> PathBuf {

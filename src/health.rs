@@ -13,12 +13,9 @@
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use serde::Deserialize;
 
 /// The cluster CA on kubeadm nodes. It signs the apiserver's serving
@@ -255,42 +252,14 @@ fn describe(e: &reqwest::Error) -> String {
     format!("{kind}: {}", chain.join(": "))
 }
 
-/// System roots are read once per process, as in `registry::tls`.
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for e in &loaded.errors {
-            tracing::debug!("system CA store: {e}");
-        }
-        loaded.certs
-    })
-}
-
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, HealthError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| HealthError::Config(format!("cannot read {what} {}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| HealthError::Config(format!("cannot parse {what} {}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(HealthError::Config(format!(
-            "{what} {} contains no PEM certificate",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// The rustls config: system roots, plus `ca` or else `default_ca` if it
-/// exists, plus the client certificate if given.
+/// The rustls config: the registry client's trust (system roots plus a CA
+/// file, optional client certificate), with `ca` or else `default_ca` if it
+/// exists as the extra CA.
 fn tls_config(
     ca: Option<&Path>,
     default_ca: &Path,
     client: &Option<(PathBuf, PathBuf)>,
 ) -> Result<ClientConfig, HealthError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(system_roots().iter().cloned());
     // An explicit CA replaces the default rather than adding to it: the
     // operator said which CA signs this apiserver.
     let extra = match ca {
@@ -298,29 +267,12 @@ fn tls_config(
         None if default_ca.exists() => Some(default_ca),
         None => None,
     };
-    if let Some(path) = extra {
-        for cert in read_certs(path, "CA")? {
-            roots.add(cert).map_err(|e| {
-                HealthError::Config(format!("CA {} is not usable: {e}", path.display()))
-            })?;
-        }
-    }
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HealthError::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some((cert, key)) => {
-            let chain = read_certs(cert, "client certificate")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                HealthError::Config(format!("cannot read client key {}: {e}", key.display()))
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                HealthError::Config(format!("client certificate {}: {e}", cert.display()))
-            })?
-        }
-        None => builder.with_no_client_auth(),
+    let certs = crate::registry::tls::HostCerts {
+        cas: extra.into_iter().map(Path::to_path_buf).collect(),
+        client: client.clone(),
     };
+    let mut config = crate::registry::tls::client_config(&certs, false)
+        .map_err(|f| HealthError::Config(f.detail))?;
     // HTTP/1.1 only, as kubelet's probes: one request per connection needs
     // nothing from h2, and it is the protocol the tests exercise.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -9,7 +9,7 @@
 mod auth;
 mod client;
 mod hosts;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
