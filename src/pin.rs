@@ -174,6 +174,7 @@ pub async fn run<R: Resolver>(
 ) -> Report {
     let mut report = Report::default();
     let mut loaded = Vec::new();
+    let mut temp_dirs = std::collections::BTreeSet::new();
     for path in paths {
         let entries = match scan(path) {
             Ok(e) => e,
@@ -182,15 +183,13 @@ pub async fn run<R: Resolver>(
                 continue;
             }
         };
-        if options.mode == Mode::Apply && path.is_dir() {
-            for stale in fsutil::remove_stale_temps(path) {
-                tracing::warn!(
-                    "removed a temp file left by an interrupted run: {}",
-                    stale.display()
-                );
-            }
-        }
         for entry in entries {
+            if let (Mode::Apply, Entry::File(p)) = (options.mode, &entry) {
+                // Temps live beside the file that is replaced: the symlink
+                // target's directory when the manifest is a link.
+                let target = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                temp_dirs.extend(target.parent().map(Path::to_path_buf));
+            }
             match entry {
                 Entry::Skipped(p, skip) => {
                     report.files.push(file_report(&p, Outcome::Skipped(skip)))
@@ -203,6 +202,17 @@ pub async fn run<R: Resolver>(
                     Err(outcome) => report.files.push(file_report(&p, outcome)),
                 },
             }
+        }
+    }
+
+    // A process killed mid-write leaves its dot-prefixed temp file behind;
+    // kubelet ignores it, but the next run tidies up.
+    for dir in &temp_dirs {
+        for stale in fsutil::remove_stale_temps(dir) {
+            tracing::warn!(
+                "removed a temp file left by an interrupted run: {}",
+                stale.display()
+            );
         }
     }
 

@@ -187,7 +187,8 @@ pub async fn run(args: PinArgs) -> u8 {
     let resolver = HttpResolver::new(settings);
     let backups = (mode == Mode::Apply).then_some(&store);
     let report = pin::run(&paths, &options, &resolver, backups).await;
-    if mode == Mode::Apply && report.count(|o| matches!(o, Outcome::Pinned(_))) > 0 {
+    // Prune on every run: a run whose write failed still saved a backup.
+    if mode == Mode::Apply {
         if let Err(e) = store.prune(cfg.keep_backups as usize) {
             tracing::warn!("could not prune old backups: {e}");
         }
