@@ -511,3 +511,23 @@ fn admission_init_then_doctor_passes_end_to_end() {
         node.expected("kubeadm-default.yaml")
     );
 }
+
+#[test]
+fn admission_can_be_enabled_from_the_config_file() {
+    let node = Node::new();
+    let file = node.install("kubeadm-default.yaml");
+    std::fs::write(
+        node.path("config.yaml"),
+        format!(
+            "admission:\n  enabled: true\n  configFile: {}\n",
+            node.admission_config("admission").display()
+        ),
+    )
+    .unwrap();
+    let out = node.staticpin("pin", &[file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        node.expected("kubeadm-default.yaml")
+    );
+}
