@@ -18,15 +18,14 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use support::cli::Sandbox;
 use support::*;
 
 // ---------------------------------------------------------------------------
@@ -182,70 +181,6 @@ impl Faulty {
     }
 }
 
-/// Private HOME / cwd / kubelet root / certs dir for one invocation, so no
-/// docker config or CA of the machine running the tests is ever used.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("staticpin-faults-")
-            .tempdir()
-            .unwrap();
-        for d in ["home", "cwd", "kubelet", "certs"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        Sandbox { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `staticpin resolve --kubelet-root-dir … --certs-dir … ARGS…`
-    fn resolve(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
-        cmd.current_dir(self.path("cwd"))
-            .env("HOME", self.path("home"))
-            .env_remove("STATICPIN_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .arg("resolve")
-            .arg("--kubelet-root-dir")
-            .arg(self.path("kubelet"))
-            .arg("--certs-dir")
-            .arg(self.path("certs"))
-            .args(args);
-        let start = Instant::now();
-        let out = run_output(&mut cmd);
-        let elapsed = start.elapsed();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed,
-        }
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {} after {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
 /// A small but real OCI manifest body (what the fault server "stores").
 fn manifest_body() -> Vec<u8> {
     serde_json::to_vec_pretty(&serde_json::json!({
@@ -259,14 +194,6 @@ fn manifest_body() -> Vec<u8> {
 
 fn v2_ok() -> FaultStep {
     FaultStep::respond(200, &[("Content-Type", "application/json")], b"{}")
-}
-
-/// One `staticpin: IMAGE (registry HOST): KIND: …` line for `image`.
-fn failure_line<'a>(out: &'a Out, image: &str) -> &'a str {
-    out.stderr
-        .lines()
-        .find(|l| l.starts_with(&format!("staticpin: {image} (registry ")))
-        .unwrap_or_else(|| panic!("no failure line for {image}\n{out}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -326,7 +253,7 @@ fn get_whose_digest_header_disagrees_with_the_body_is_refused() {
         out.stdout, "",
         "a lying registry must never produce a pin\n{out}"
     );
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": bad digest: "), "{line}");
     assert!(
         line.contains(&lie) && line.contains(&sha256_digest(&body)),
@@ -390,10 +317,7 @@ fn server_errors_exhaust_the_retry_budget() {
     let image = f.image("app/x:v1");
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), "--retries", "2", &image]);
     assert_eq!(out.code, 2, "{out}");
-    assert!(
-        failure_line(&out, &image).contains(": server error: "),
-        "{out}"
-    );
+    assert!(out.failure(&image).contains(": server error: "), "{out}");
     assert_eq!(
         f.count("HEAD", "/manifests/"),
         3,
@@ -432,7 +356,7 @@ fn rate_limited_with_long_retry_after_fails_fast() {
     let image = f.image("app/x:v1");
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), &image]);
     assert_eq!(out.code, 2, "{out}");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": rate limited: "), "{line}");
     assert!(
         line.contains("3600"),
@@ -478,7 +402,7 @@ fn hanging_registry_times_out() {
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), "--timeout", "1", &image]);
     assert_eq!(out.code, 2, "{out}");
     assert_eq!(out.stdout, "");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": timeout: "), "{line}");
     assert!(
         out.elapsed < Duration::from_secs(5),
@@ -502,7 +426,7 @@ fn malformed_www_authenticate_on_probe_is_a_protocol_error() {
     let image = f.image("app/x:v1");
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), &image]);
     assert_eq!(out.code, 2, "{out}");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": protocol error: "), "{line}");
     assert!(line.contains("WWW-Authenticate"), "{line}");
     assert_eq!(f.count("HEAD", "/manifests/"), 0, "{}", f.log());
@@ -517,7 +441,7 @@ fn malformed_www_authenticate_on_manifest_is_a_protocol_error() {
     let image = f.image("app/x:v1");
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), &image]);
     assert_eq!(out.code, 2, "{out}");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(
         line.contains(": protocol error: ") && line.contains("WWW-Authenticate"),
         "{line}"
@@ -538,7 +462,7 @@ fn not_found_is_not_retried() {
     let image = f.image("app/x:missing");
     let out = Sandbox::new().resolve(&["--insecure-registry", f.host(), &image]);
     assert_eq!(out.code, 2, "{out}");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": not found: "), "{line}");
     assert!(line.contains(&format!("(registry {})", f.host())), "{line}");
     assert_eq!(
@@ -568,7 +492,7 @@ fn rejected_basic_credentials_are_not_retried_nor_printed() {
         &image,
     ]);
     assert_eq!(out.code, 2, "{out}");
-    let line = failure_line(&out, &image);
+    let line = out.failure(&image);
     assert!(line.contains(": unauthorized: "), "{line}");
     let heads: Vec<RecordedRequest> = f
         .requests()

@@ -9,157 +9,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
+use support::cli::{Out, Sandbox};
 use support::*;
 
 // ---------------------------------------------------------------------------
 // Harness
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {} after {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Out {
-    fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-
-    fn json(&self) -> Vec<Value> {
-        match serde_json::from_str::<Value>(&self.stdout) {
-            Ok(Value::Array(items)) => items,
-            other => panic!("stdout is not a JSON array ({other:?})\n{self}"),
-        }
-    }
-
-    /// The `staticpin: IMAGE (registry HOST): KIND: …` line for `image`.
-    fn failure(&self, image: &str) -> &str {
-        self.stderr
-            .lines()
-            .find(|l| l.starts_with(&format!("staticpin: {image} (registry ")))
-            .unwrap_or_else(|| panic!("no failure line for {image}\n{self}"))
-    }
-
-    fn assert_no_leak(&self, secrets: &[&str]) {
-        for s in secrets {
-            assert!(
-                !self.stdout.contains(s) && !self.stderr.contains(s),
-                "secret {s:?} appears in the output\n{self}"
-            );
-        }
-    }
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("staticpin-resolve-")
-            .tempdir()
-            .unwrap();
-        for d in ["home", "cwd", "kubelet", "certs"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        Sandbox { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn certs(&self) -> PathBuf {
-        self.path("certs")
-    }
-
-    /// Trust `pki`'s CA for `host` (`<certs>/<host>/ca.crt`).
-    fn trust(&self, host: &str, pki: &Pki) {
-        let d = self.certs().join(host);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(&pki.ca_crt, d.join("ca.crt")).unwrap();
-    }
-
-    /// Writes a docker config with these `(key, user, pass)` entries; returns its path.
-    fn config(&self, name: &str, entries: &[(&str, &str, &str)]) -> String {
-        let p = self.path(name);
-        docker_config(&p, entries);
-        p.to_str().unwrap().to_string()
-    }
-
-    fn config_raw(&self, name: &str, value: &Value) -> String {
-        let p = self.path(name);
-        docker_config_raw(&p, value);
-        p.to_str().unwrap().to_string()
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
-        cmd.current_dir(self.path("cwd"))
-            .env("HOME", self.path("home"))
-            .env_remove("STATICPIN_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("DOCKER_CONFIG");
-        cmd
-    }
-
-    fn exec(&self, mut cmd: Command) -> Out {
-        let start = Instant::now();
-        let out = run_output(&mut cmd);
-        let elapsed = start.elapsed();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed,
-        }
-    }
-
-    /// `staticpin resolve --kubelet-root-dir … --certs-dir … ARGS…`
-    fn resolve(&self, args: &[&str]) -> Out {
-        self.resolve_env(&[], args)
-    }
-
-    /// `resolve` with extra environment variables.
-    fn resolve_env(&self, env: &[(&str, &str)], args: &[&str]) -> Out {
-        let mut cmd = self.command();
-        cmd.envs(env.iter().copied())
-            .arg("resolve")
-            .arg("--kubelet-root-dir")
-            .arg(self.path("kubelet"))
-            .arg("--certs-dir")
-            .arg(self.certs())
-            .args(args);
-        self.exec(cmd)
-    }
-
-    /// `staticpin ARGS…` as given.
-    fn raw(&self, args: &[&str]) -> Out {
-        let mut cmd = self.command();
-        cmd.args(args);
-        self.exec(cmd)
-    }
-}
 
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()

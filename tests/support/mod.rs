@@ -19,6 +19,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod apiserver;
+pub mod cli;
 pub mod docker_config;
 pub mod fault;
 pub mod http;
