@@ -649,29 +649,16 @@ fn disk_full_on_temp_file_leaves_original_intact() {
     cmd.arg(&dir);
     limit_file_size(&mut cmd, original.len() as u64);
     let out = run_output(&mut cmd);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        original,
-        "manifest changed"
+    assert_failed_cleanly(
+        &out,
+        &dir,
+        &path,
+        &original,
+        "cannot write temp file for {p}: File too large",
     );
-    assert_eq!(
-        dir_names(&dir),
-        ["kube-apiserver.yaml"],
-        "temp file left behind"
-    );
-    let p = path.display();
+    let (stdout, _) = text(&out);
     assert!(
-        stderr.contains(&format!(
-            "staticpin: {p}: cannot write temp file for {p}: File too large"
-        )),
-        "{}",
-        describe(&out)
-    );
-    assert!(stdout.contains(&format!("{p}: failed")), "{stdout}");
-    assert!(
-        stdout.contains("1 file: 0 pinned, 0 unchanged, 1 failed"),
+        stdout.contains(&format!("{}: failed", path.display())),
         "{stdout}"
     );
     // The backup was taken (so the failure really was the temp file) and
@@ -803,29 +790,12 @@ fn enospc_on_tmpfs_temp_file_leaves_original_intact() {
     // The backup goes to the sandbox's backup dir on the normal disk.
     let (path, original) = one_manifest(&mnt, &image, 40 * 1024);
     let out = run_output(sb.pin(&reg).arg(&mnt));
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        original,
-        "manifest changed"
-    );
-    assert_eq!(
-        dir_names(&mnt),
-        ["kube-apiserver.yaml"],
-        "temp file left behind"
-    );
-    let p = path.display();
-    assert!(
-        stderr.contains(&format!(
-            "staticpin: {p}: cannot write temp file for {p}: No space left on device"
-        )),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout.contains("1 file: 0 pinned, 0 unchanged, 1 failed"),
-        "{stdout}"
+    assert_failed_cleanly(
+        &out,
+        &mnt,
+        &path,
+        &original,
+        "cannot write temp file for {p}: No space left on device",
     );
 }
 
@@ -870,34 +840,17 @@ fn permission_denied_on_temp_file_leaves_original_intact() {
         .args(sb.pin_args(&reg))
         .arg(&dir);
     let out = run_output(&mut cmd);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        original,
-        "manifest changed"
+    assert_failed_cleanly(
+        &out,
+        &dir,
+        &path,
+        &original,
+        "cannot create temp file for {p}: Permission denied",
     );
     let meta = fs::metadata(&path).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o7777),
         (0, 0, 0o644)
-    );
-    assert_eq!(
-        dir_names(&dir),
-        ["kube-apiserver.yaml"],
-        "extra file left behind"
-    );
-    let p = path.display();
-    assert!(
-        stderr.contains(&format!(
-            "staticpin: {p}: cannot create temp file for {p}: Permission denied"
-        )),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout.contains("1 file: 0 pinned, 0 unchanged, 1 failed"),
-        "{stdout}"
     );
 }
 
@@ -1191,4 +1144,38 @@ fn resolution_failure_leaves_file_byte_identical() {
         .filter(|n| n != "index.json")
         .collect();
     assert_eq!(backed_up, ["a-good.yaml"]);
+}
+
+/// The write failed at `failure` ("cannot write temp file for P: …"), and
+/// nothing changed: exit 2, the manifest byte-identical, no file beside it.
+fn assert_failed_cleanly(
+    out: &std::process::Output,
+    dir: &Path,
+    path: &Path,
+    original: &str,
+    failure: &str,
+) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(out));
+    assert_eq!(
+        fs::read_to_string(path).unwrap(),
+        original,
+        "manifest changed"
+    );
+    assert_eq!(
+        dir_names(dir),
+        ["kube-apiserver.yaml"],
+        "extra file left behind"
+    );
+    let p = path.display();
+    let want = format!("staticpin: {p}: {}", failure.replace("{p}", &p.to_string()));
+    assert!(
+        stderr.contains(&want),
+        "missing {want:?}\n{}",
+        describe(out)
+    );
+    assert!(
+        stdout.contains("1 file: 0 pinned, 0 unchanged, 1 failed"),
+        "{stdout}"
+    );
 }
