@@ -350,8 +350,10 @@ fn finish(
             return report;
         }
     }
+    // Pinning never changes which container runs kube-apiserver, so one look decides.
+    let is_apiserver = apiserver::is_apiserver(&l.text);
     if let Some(req) = &options.admission {
-        if apiserver::is_apiserver(&new_text) {
+        if is_apiserver {
             match wire_admission(&new_text, req) {
                 Ok((text, notes)) => {
                     new_text = text;
@@ -367,7 +369,7 @@ fn finish(
     if new_text == l.text {
         return report;
     }
-    report.apiserver_changed = apiserver::is_apiserver(&new_text);
+    report.apiserver_changed = is_apiserver;
     match options.mode {
         Mode::DryRun => {
             report.diff = Some(unified_diff(&l.path, &l.text, &new_text));

@@ -32,6 +32,27 @@ fn split_image(line: &str) -> Option<(String, String)> {
     Some((host.to_string(), rest.to_string()))
 }
 
+/// `staticpin pin` that sees nothing of the machine: an empty config, HOME,
+/// kubelet root and certs dir under `tmp`, and backups in `tmp/backups`.
+fn isolated_pin(tmp: &Path) -> Command {
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(tmp.join("config.yaml"), "{}\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
+    cmd.env("HOME", &empty)
+        .current_dir(&empty)
+        .arg("pin")
+        .arg("--config")
+        .arg(tmp.join("config.yaml"))
+        .arg("--backup-dir")
+        .arg(tmp.join("backups"))
+        .arg("--kubelet-root-dir")
+        .arg(&empty)
+        .arg("--certs-dir")
+        .arg(&empty);
+    cmd
+}
+
 #[test]
 fn real_manifests_change_only_image_lines() {
     let Some(src) = real_manifests() else { return };
@@ -74,22 +95,10 @@ fn real_manifests_change_only_image_lines() {
         .map(|n| std::fs::read_to_string(manifests.join(n)).unwrap())
         .collect();
 
-    std::fs::create_dir(tmp.path().join("empty")).unwrap();
-    std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
     let out = run_output(
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .arg("pin")
-            .arg("--config")
-            .arg(tmp.path().join("config.yaml"))
-            .arg("--backup-dir")
-            .arg(tmp.path().join("backups"))
-            .arg("--kubelet-root-dir")
-            .arg(tmp.path().join("empty"))
-            .arg("--certs-dir")
-            .arg(tmp.path().join("empty"))
+        isolated_pin(tmp.path())
             .args(["--insecure-registry", &reg.host])
-            .arg(&manifests)
-            .env("HOME", tmp.path().join("empty")),
+            .arg(&manifests),
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -141,18 +150,11 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
     let (cert, key) = pki.client_cert("kube-apiserver");
     let admission = tmp.path().join("admission");
     let manifests = tmp.path().join("manifests");
-    let empty = tmp.path().join("empty");
-    for d in [&manifests, &empty] {
-        std::fs::create_dir(d).unwrap();
-    }
-    std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
-    let staticpin = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_staticpin"));
-        c.env("HOME", &empty).current_dir(&empty);
-        c
-    };
+    std::fs::create_dir(&manifests).unwrap();
     let init = run_output(
-        staticpin()
+        Command::new(env!("CARGO_BIN_EXE_staticpin"))
+            .env("HOME", tmp.path())
+            .current_dir(tmp.path())
             .args([
                 "admission",
                 "init",
@@ -212,16 +214,7 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
         std::fs::write(&file, &text).unwrap();
         let pin = |extra: &[&str]| {
             run_output(
-                staticpin()
-                    .arg("pin")
-                    .arg("--config")
-                    .arg(tmp.path().join("config.yaml"))
-                    .arg("--backup-dir")
-                    .arg(tmp.path().join("backups"))
-                    .arg("--kubelet-root-dir")
-                    .arg(&empty)
-                    .arg("--certs-dir")
-                    .arg(&empty)
+                isolated_pin(tmp.path())
                     .arg("--admission-config")
                     .arg(&config)
                     .args(extra)

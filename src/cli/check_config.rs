@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{fail, EXIT_OK};
-use crate::config;
+use super::{fail, load_config, EXIT_OK};
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
@@ -15,11 +14,7 @@ pub struct CheckConfigArgs {
 }
 
 pub fn run(args: CheckConfigArgs) -> u8 {
-    let result = match &args.file {
-        Some(f) => config::check(f).map(|_| vec![f.clone()]),
-        None => config::load(&config::ConfigPaths::default()).map(|(_, files)| files),
-    };
-    match result {
+    match load_config(args.file.as_deref()).map(|(_, files)| files) {
         Ok(files) if files.is_empty() => {
             println!("no config files; built-in defaults apply");
             EXIT_OK

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use super::{load_config, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
 use crate::manifest::scan::{scan, Entry};
@@ -43,11 +43,7 @@ struct Row {
 
 pub async fn run(args: DoctorArgs) -> u8 {
     let mut rows = Vec::new();
-    let cfg_args = RegistryArgs {
-        config: args.config.clone(),
-        ..RegistryArgs::empty()
-    };
-    let cfg = match cfg_args.load_config() {
+    let cfg = match load_config(args.config.as_deref()).map(|(c, _)| c) {
         Ok(c) => {
             rows.push(Row {
                 level: Level::Pass,

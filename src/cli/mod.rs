@@ -10,7 +10,7 @@ mod pin;
 mod resolve;
 mod rollback;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -129,33 +129,13 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// No flags given: config and defaults decide everything.
-    pub fn empty() -> RegistryArgs {
-        RegistryArgs {
-            config: None,
-            docker_config: None,
-            kubelet_root_dir: None,
-            certs_dirs: Vec::new(),
-            insecure_registries: Vec::new(),
-            timeout: None,
-            connect_timeout: None,
-            retries: None,
-            concurrency: None,
-        }
-    }
-
     /// The config file(s), with flags not yet applied.
     pub fn load_config(&self) -> Result<config::Settings, String> {
-        let loaded = match &self.config {
-            Some(file) => config::check(file),
-            None => config::load(&config::ConfigPaths::default()).map(|(s, files)| {
-                for f in files {
-                    tracing::info!("read config {}", f.display());
-                }
-                s
-            }),
-        };
-        loaded.map_err(|e| e.to_string())
+        let (settings, files) = load_config(self.config.as_deref())?;
+        for f in files {
+            tracing::info!("read config {}", f.display());
+        }
+        Ok(settings)
     }
 
     /// Resolver settings: flags over config over defaults, with credentials
@@ -198,6 +178,16 @@ impl RegistryArgs {
             concurrency: self.concurrency.map_or(cfg.concurrency, usize::from),
         })
     }
+}
+
+/// The config every subcommand uses: FILE alone when `--config FILE` is
+/// given, else /etc/staticpin/config.yaml plus config.d; with the files read.
+pub(crate) fn load_config(file: Option<&Path>) -> Result<(config::Settings, Vec<PathBuf>), String> {
+    let loaded = match file {
+        Some(f) => config::check(f).map(|s| (s, vec![f.to_path_buf()])),
+        None => config::load(&config::ConfigPaths::default()),
+    };
+    loaded.map_err(|e| e.to_string())
 }
 
 /// Repeatable flags replace the config's list when given at all.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{fail, RegistryArgs, EXIT_FAILED, EXIT_OK};
+use super::{fail, load_config, EXIT_FAILED, EXIT_OK};
 use crate::backup::BackupStore;
 
 #[derive(Debug, Args)]
@@ -23,11 +23,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: RollbackArgs) -> u8 {
-    let cfg_args = RegistryArgs {
-        config: args.config.clone(),
-        ..RegistryArgs::empty()
-    };
-    let cfg = match cfg_args.load_config() {
+    let cfg = match load_config(args.config.as_deref()).map(|(c, _)| c) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
