@@ -23,8 +23,10 @@ pub mod cli;
 pub mod docker_config;
 pub mod fault;
 pub mod http;
+pub mod node;
 pub mod oci;
 pub mod pki;
+pub mod proxy;
 pub mod registry;
 pub mod token;
 
