@@ -115,6 +115,7 @@ pub struct Fragment {
     pub manifest_dir: Option<PathBuf>,
     pub backup_dir: Option<PathBuf>,
     pub keep_backups: Option<u32>,
+    pub lock_file: Option<PathBuf>,
     pub docker_config: Option<PathBuf>,
     pub kubelet_root_dir: Option<PathBuf>,
     pub certs_dirs: Option<Vec<PathBuf>>,
@@ -164,6 +165,7 @@ impl Fragment {
             manifest_dir: later.manifest_dir.or(self.manifest_dir),
             backup_dir: later.backup_dir.or(self.backup_dir),
             keep_backups: later.keep_backups.or(self.keep_backups),
+            lock_file: later.lock_file.or(self.lock_file),
             docker_config: later.docker_config.or(self.docker_config),
             kubelet_root_dir: later.kubelet_root_dir.or(self.kubelet_root_dir),
             certs_dirs: later.certs_dirs.or(self.certs_dirs),
@@ -185,6 +187,7 @@ impl Fragment {
             ("manifestDir", self.manifest_dir.is_some()),
             ("backupDir", self.backup_dir.is_some()),
             ("keepBackups", self.keep_backups.is_some()),
+            ("lockFile", self.lock_file.is_some()),
             ("dockerConfig", self.docker_config.is_some()),
             ("kubeletRootDir", self.kubelet_root_dir.is_some()),
             ("certsDirs", self.certs_dirs.is_some()),
@@ -219,6 +222,8 @@ pub struct Settings {
     pub manifest_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub keep_backups: u32,
+    /// The run lock every writing run takes.
+    pub lock_file: PathBuf,
     /// `None`: search for a docker config the way kubelet does.
     pub docker_config: Option<PathBuf>,
     pub kubelet_root_dir: PathBuf,
@@ -248,6 +253,7 @@ impl Default for Settings {
             manifest_dir: PathBuf::from("/etc/kubernetes/manifests"),
             backup_dir: PathBuf::from("/var/lib/staticpin/backups"),
             keep_backups: 20,
+            lock_file: PathBuf::from(crate::pass::lock::DEFAULT_LOCK_FILE),
             docker_config: None,
             kubelet_root_dir: PathBuf::from("/var/lib/kubelet"),
             certs_dirs: registry.certs_dirs,
@@ -350,6 +356,7 @@ impl Settings {
             manifest_dir,
             backup_dir,
             keep_backups,
+            lock_file: path("lockFile", fragment.lock_file)?.unwrap_or(defaults.lock_file),
             docker_config: path("dockerConfig", fragment.docker_config)?,
             kubelet_root_dir: path("kubeletRootDir", fragment.kubelet_root_dir)?
                 .unwrap_or(defaults.kubelet_root_dir),
@@ -908,7 +915,7 @@ mod tests {
     #[test]
     fn every_key_parses() {
         let (_, result, _etc) = check_text(
-            "manifestDir: /m\nbackupDir: /b\nkeepBackups: 1\ndockerConfig: /root/.docker/config.json\n\
+            "manifestDir: /m\nbackupDir: /b\nkeepBackups: 1\nlockFile: /l\ndockerConfig: /root/.docker/config.json\n\
              kubeletRootDir: /k\ncertsDirs: [/c]\ninsecureRegistries: ['reg.local:5000', '[::1]:5000']\n\
              timeout: 2.5\nconnectTimeout: 1\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
              admission:\n  enabled: false\n  configFile: /a.yaml\n",
@@ -920,6 +927,7 @@ mod tests {
                 manifest_dir: "/m".into(),
                 backup_dir: "/b".into(),
                 keep_backups: 1,
+                lock_file: "/l".into(),
                 docker_config: Some("/root/.docker/config.json".into()),
                 kubelet_root_dir: "/k".into(),
                 certs_dirs: vec!["/c".into()],

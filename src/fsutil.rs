@@ -9,6 +9,13 @@
 //! mode and owner and is fsync'd before a single `rename` puts it in place.
 //! The directory is fsync'd afterwards so the rename survives a power cut.
 //!
+//! Every replacement is a compare-and-swap ([`atomic_replace_if`]): the
+//! caller says which bytes it planned from, and right before the rename the
+//! file is read again. kubeadm, an operator or another tool may have
+//! replaced it meanwhile; their change then stands and nothing is written.
+//! Between that last read and the rename there remains a window of a few
+//! system calls, which no rename-based write on Linux can close.
+//!
 //! Temp files left behind by a process killed mid-write carry a fixed name
 //! pattern, and [`remove_stale_temps`] removes exactly those.
 
@@ -21,7 +28,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Whether [`atomic_replace`] had to touch the file at all.
+/// Whether [`atomic_replace_if`] had to touch the file at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// The file already held these bytes; nothing was written, so kubelet
@@ -42,6 +49,9 @@ pub enum Step {
     Chown,
     Chmod,
     FsyncTemp,
+    /// The compare of compare-and-swap: reading the file once more right
+    /// before the rename.
+    Recheck,
     Rename,
     /// fsync of the directory after the rename: the new contents are already
     /// in place, but may not survive a crash.
@@ -65,6 +75,7 @@ impl fmt::Display for Step {
             Step::Chown => "chown temp file for",
             Step::Chmod => "chmod temp file for",
             Step::FsyncTemp => "fsync temp file for",
+            Step::Recheck => "re-read",
             Step::Rename => "rename temp file over",
             Step::FsyncDirOf => "fsync the directory after replacing",
             Step::FsyncDir => "fsync directory",
@@ -101,6 +112,15 @@ pub enum FsError {
     },
     #[error("invalid backup index {path}: {reason}")]
     Index { path: PathBuf, reason: String },
+    /// Part of the backup tree that a restore must not believe.
+    #[error("refusing to trust {path}: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
+    /// The file no longer holds the bytes the caller planned from.
+    #[error("{path}{} changed since it was read; nothing written", resolved_note(.target))]
+    Changed {
+        path: PathBuf,
+        target: Option<PathBuf>,
+    },
 }
 
 impl FsError {
@@ -152,6 +172,13 @@ impl Ctx<'_> {
         }
     }
 
+    fn changed(&self) -> FsError {
+        FsError::Changed {
+            path: self.path.to_path_buf(),
+            target: self.target.clone(),
+        }
+    }
+
     fn at<T>(&self, step: Step, op: impl FnOnce() -> io::Result<T>) -> Result<T, FsError> {
         checkpoint(step)
             .and_then(|()| op())
@@ -159,14 +186,23 @@ impl Ctx<'_> {
     }
 }
 
-/// Replaces the contents of `path` so that readers see either the old or
-/// the new bytes, never a mix, and never a second non-dot file.
+/// Replaces the contents of `path` with `contents`, but only if it still
+/// holds exactly `expected`, so readers see either the old or the new bytes,
+/// never a mix, and never a second non-dot file.
+///
+/// `expected` is checked when the file is first read and again right before
+/// the rename; a mismatch (or a file gone) is [`FsError::Changed`] and
+/// nothing is written.
 ///
 /// Symlinks are followed: the final target is replaced in its own directory
 /// and a link stays a link. The target keeps its permission bits and owner.
 /// On error the target is untouched and no temp file is left, except for
 /// [`Step::FsyncDirOf`], where the new bytes are already in place.
-pub fn atomic_replace(path: &Path, contents: &[u8]) -> Result<WriteOutcome, FsError> {
+pub fn atomic_replace_if(
+    path: &Path,
+    expected: &[u8],
+    contents: &[u8],
+) -> Result<WriteOutcome, FsError> {
     let resolved = fs::canonicalize(path).map_err(|e| FsError::io(Step::Resolve, path, e))?;
     let target = match std::path::absolute(path) {
         Ok(abs) if abs == resolved => None,
@@ -181,9 +217,13 @@ pub fn atomic_replace(path: &Path, contents: &[u8]) -> Result<WriteOutcome, FsEr
             target: ctx.target,
         });
     }
+    let current = ctx.at(Step::Read, || fs::read(&resolved))?;
+    if current != expected {
+        return Err(ctx.changed());
+    }
     // Rewriting identical bytes would still fire inotify, and a kubelet
     // that sees a write re-reads the manifest; skip it entirely.
-    if ctx.at(Step::Read, || fs::read(&resolved))? == contents {
+    if current == contents {
         return Ok(WriteOutcome::Unchanged);
     }
     if meta.nlink() > 1 {
@@ -200,7 +240,7 @@ pub fn atomic_replace(path: &Path, contents: &[u8]) -> Result<WriteOutcome, FsEr
         contents,
         meta.mode() & 0o7777,
         Some((meta.uid(), meta.gid())),
-        Clobber::Replace,
+        Clobber::IfStill(expected),
     )?;
     Ok(WriteOutcome::Written)
 }
@@ -225,15 +265,22 @@ pub(crate) fn write_file_atomically(
     write_file(path, contents, mode, Clobber::Replace)
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32, clobber: Clobber) -> Result<(), FsError> {
+fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    clobber: Clobber<'_>,
+) -> Result<(), FsError> {
     let ctx = Ctx { path, target: None };
     write_via_temp(&ctx, path, contents, mode, None, clobber)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Clobber {
+enum Clobber<'a> {
     Replace,
     Refuse,
+    /// Replace only if the file still holds these bytes.
+    IfStill(&'a [u8]),
 }
 
 /// Writes `dest` through a temp file beside it. `dest` is never a symlink
@@ -244,7 +291,7 @@ fn write_via_temp(
     contents: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
-    clobber: Clobber,
+    clobber: Clobber<'_>,
 ) -> Result<(), FsError> {
     let name = dest.file_name().ok_or_else(|| {
         ctx.error(
@@ -281,6 +328,16 @@ fn write_via_temp(
     ctx.at(Step::FsyncTemp, || file.sync_all())?;
     drop(file);
 
+    if let Clobber::IfStill(expected) = clobber {
+        // The last moment to notice someone else's write: a slow registry
+        // can keep a run between read and write for minutes.
+        match ctx.at(Step::Recheck, || fs::read(dest)) {
+            Ok(now) if now == expected => {}
+            Ok(_) => return Err(ctx.changed()),
+            Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => return Err(ctx.changed()),
+            Err(e) => return Err(e),
+        }
+    }
     if clobber == Clobber::Refuse {
         match fs::symlink_metadata(dest) {
             Ok(_) => {
@@ -296,7 +353,9 @@ fn write_via_temp(
             Err(e) => return Err(ctx.error(Step::Stat, e)),
         }
     }
-    let temp = guard.0.as_deref().expect("guard armed until rename");
+    let Some(temp) = guard.0.as_deref() else {
+        return Err(ctx.error(Step::Rename, io::Error::other("temp file already released")));
+    };
     ctx.at(Step::Rename, || fs::rename(temp, dest))?;
     guard.0 = None;
 
@@ -505,7 +564,7 @@ mod tests {
     }
 
     /// Every checkpoint of a replacement that writes, in order.
-    const STEPS: [Step; 9] = [
+    const STEPS: [Step; 10] = [
         Step::Stat,
         Step::Read,
         Step::CreateTemp,
@@ -513,6 +572,7 @@ mod tests {
         Step::Chown,
         Step::Chmod,
         Step::FsyncTemp,
+        Step::Recheck,
         Step::Rename,
         Step::FsyncDirOf,
     ];
@@ -533,7 +593,7 @@ mod tests {
         let old_ino = fs::metadata(&path).unwrap().ino();
 
         assert_eq!(
-            atomic_replace(&path, b"new").unwrap(),
+            atomic_replace_if(&path, b"old", b"new").unwrap(),
             WriteOutcome::Written
         );
 
@@ -573,7 +633,7 @@ mod tests {
                 }
                 Ok(())
             },
-            || atomic_replace(&link, b"new").unwrap(),
+            || atomic_replace_if(&link, b"old", b"new").unwrap(),
         );
         assert_eq!(outcome, WriteOutcome::Written);
 
@@ -623,7 +683,7 @@ mod tests {
                 s.borrow_mut().push(step);
                 Ok(())
             },
-            || atomic_replace(&path, b"same").unwrap(),
+            || atomic_replace_if(&path, b"same", b"same").unwrap(),
         );
 
         assert_eq!(outcome, WriteOutcome::Unchanged);
@@ -654,7 +714,7 @@ mod tests {
                 s.borrow_mut().push(step);
                 Ok(())
             },
-            || atomic_replace(&path, b"new").unwrap(),
+            || atomic_replace_if(&path, b"old", b"new").unwrap(),
         );
         assert_eq!(*steps.borrow(), STEPS);
         assert_eq!(names(dir.path()), ["kube-scheduler.yaml"]);
@@ -676,7 +736,7 @@ mod tests {
                         Ok(())
                     }
                 },
-                || atomic_replace(&path, b"replacement").unwrap_err(),
+                || atomic_replace_if(&path, b"original", b"replacement").unwrap_err(),
             );
 
             let msg = err.to_string();
@@ -742,15 +802,66 @@ mod tests {
         let Some(path) = std::env::var_os("STATICPIN_FSIZE_CHILD_TARGET") else {
             return;
         };
-        let err = atomic_replace(Path::new(&path), &vec![b'x'; 1 << 20]).unwrap_err();
+        let err =
+            atomic_replace_if(Path::new(&path), b"original", &vec![b'x'; 1 << 20]).unwrap_err();
         println!("CHILD-ERROR: {err}");
+    }
+
+    #[test]
+    fn changed_before_the_first_read_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.yaml");
+        fs::write(&path, b"upgraded").unwrap();
+        let err = atomic_replace_if(&path, b"planned from", b"pinned").unwrap_err();
+        assert!(matches!(err, FsError::Changed { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("etcd.yaml changed since it was read"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"upgraded");
+        assert_eq!(names(dir.path()), ["etcd.yaml"]);
+    }
+
+    /// kubeadm renames its new manifest in after the first read: the last
+    /// read before the rename catches it, and its file stands.
+    #[test]
+    fn changed_right_before_the_rename_writes_nothing() {
+        for replace in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("kube-apiserver.yaml");
+            fs::write(&path, b"planned from").unwrap();
+            let p = path.clone();
+            let err = with_hook(
+                move |step| {
+                    if step == Step::Recheck {
+                        if replace {
+                            let tmp = p.with_file_name(".kubeadm-new");
+                            fs::write(&tmp, b"upgraded").unwrap();
+                            fs::rename(&tmp, &p).unwrap();
+                        } else {
+                            fs::remove_file(&p).unwrap();
+                        }
+                    }
+                    Ok(())
+                },
+                || atomic_replace_if(&path, b"planned from", b"pinned").unwrap_err(),
+            );
+            assert!(matches!(err, FsError::Changed { .. }), "{err}");
+            if replace {
+                assert_eq!(fs::read(&path).unwrap(), b"upgraded");
+                assert_eq!(names(dir.path()), ["kube-apiserver.yaml"]);
+            } else {
+                assert!(names(dir.path()).is_empty(), "no temp left");
+            }
+        }
     }
 
     #[test]
     fn missing_file_error_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no-such-dir").join("etcd.yaml");
-        let err = atomic_replace(&path, b"x").unwrap_err();
+        let err = atomic_replace_if(&path, b"", b"x").unwrap_err();
         assert_eq!(err.io_kind(), Some(io::ErrorKind::NotFound));
         let msg = err.to_string();
         assert!(
@@ -763,7 +874,7 @@ mod tests {
     #[test]
     fn refuses_to_replace_a_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let err = atomic_replace(dir.path(), b"x").unwrap_err();
+        let err = atomic_replace_if(dir.path(), b"", b"x").unwrap_err();
         assert!(matches!(err, FsError::NotRegularFile { .. }), "{err}");
     }
 

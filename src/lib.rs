@@ -9,9 +9,10 @@
 //! - [`registry`]: digest resolution over the OCI distribution API.
 //! - [`apiserver`]: ImagePolicyWebhook flags, mount and volume in kube-apiserver.yaml.
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
-//! - [`backup`]: run-stamped backups outside the manifest directory, and restore.
+//! - [`backup`]: runs recorded outside the manifest directory, and undoing one.
 //! - [`health`]: polling kube-apiserver's /livez after a change, for the rollback gate.
-//! - [`pin`]: one pinning pass: plan per file, resolve once, verify, write.
+//! - [`pass`]: one pinning pass: lock, plan per file, resolve once, verify,
+//!   back up, compare-and-swap write, health gate, report.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
@@ -25,6 +26,6 @@ pub mod credentials;
 pub mod fsutil;
 pub mod health;
 pub mod manifest;
-pub mod pin;
+pub mod pass;
 pub mod reference;
 pub mod registry;

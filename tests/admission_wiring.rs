@@ -83,6 +83,8 @@ impl Node {
         if sub == "pin" {
             cmd.arg("--backup-dir")
                 .arg(self.path("backups"))
+                .arg("--lock-file")
+                .arg(self.path("lock"))
                 .arg("--kubelet-root-dir")
                 .arg(self.path("empty"))
                 .arg("--certs-dir")

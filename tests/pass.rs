@@ -49,8 +49,10 @@ fn kubeadm_renames_a_manifest_in_while_the_registry_is_slow() {
 
     let child = node.spawn("pin", &[], &[&proxy.host]);
     // Resolving has begun: the file has been read and planned from.
-    wait_until(Duration::from_secs(20), || (proxy.connections() > 0).then_some(()))
-        .expect("staticpin never asked the registry");
+    wait_until(Duration::from_secs(20), || {
+        (proxy.connections() > 0).then_some(())
+    })
+    .expect("staticpin never asked the registry");
     let upgraded = pod("kube-scheduler", &image, "after kubeadm upgrade");
     node.kubeadm_write(&file, &upgraded);
     let out = finish(child);
@@ -63,7 +65,11 @@ fn kubeadm_renames_a_manifest_in_while_the_registry_is_slow() {
         "{out}"
     );
     assert!(out.stdout.contains("1 failed"), "{out}");
-    assert!(node.runs().is_empty(), "a run that wrote nothing leaves no run: {:?}", node.runs());
+    assert!(
+        node.runs().is_empty(),
+        "a run that wrote nothing leaves no run: {:?}",
+        node.runs()
+    );
 
     // A rerun starts from the new text.
     proxy.set_delay(Duration::ZERO);
@@ -86,8 +92,10 @@ fn a_second_writer_waits_for_the_lock_and_gives_up_naming_the_holder() {
 
     let holder = node.spawn("pin", &[], &[&proxy.host]);
     let holder_pid = holder.id();
-    wait_until(Duration::from_secs(20), || (proxy.connections() > 0).then_some(()))
-        .expect("the first staticpin never asked the registry");
+    wait_until(Duration::from_secs(20), || {
+        (proxy.connections() > 0).then_some(())
+    })
+    .expect("the first staticpin never asked the registry");
 
     // Read-only modes take no lock: they finish while the writer holds it.
     let started = Instant::now();
@@ -102,11 +110,7 @@ fn a_second_writer_waits_for_the_lock_and_gives_up_naming_the_holder() {
     );
 
     let started = Instant::now();
-    let second = finish(node.spawn(
-        "pin",
-        &["--lock-timeout", "1"],
-        &[&proxy.host],
-    ));
+    let second = finish(node.spawn("pin", &["--lock-timeout", "1"], &[&proxy.host]));
     let waited = started.elapsed();
     assert_eq!(second.code, Some(2), "{second}");
     assert!(waited >= Duration::from_secs(1), "did not wait: {waited:?}");
@@ -119,7 +123,10 @@ fn a_second_writer_waits_for_the_lock_and_gives_up_naming_the_holder() {
     );
     let rollback = node.run("rollback", &["--lock-timeout", "1"]);
     assert_eq!(rollback.code, Some(2), "{rollback}");
-    assert!(rollback.stderr.contains(&format!("pid {holder_pid}")), "{rollback}");
+    assert!(
+        rollback.stderr.contains(&format!("pid {holder_pid}")),
+        "{rollback}"
+    );
 
     // With time enough, the second writer runs after the first, and finds
     // the file already pinned.
@@ -161,7 +168,10 @@ fn health_gate_does_not_roll_back_over_a_later_change() {
     let out = node.run("pin", &gate);
     assert_eq!(out.code, Some(2), "{out}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original, "{out}");
-    assert!(out.stderr.contains("restored the previous manifest"), "{out}");
+    assert!(
+        out.stderr.contains("restored the previous manifest"),
+        "{out}"
+    );
     let nothing = node.run("rollback", &[]);
     assert_eq!(nothing.code, Some(0), "{nothing}");
     assert!(nothing.stdout.contains("nothing to undo"), "{nothing}");
@@ -194,7 +204,11 @@ fn admission_config_without_an_apiserver_manifest_fails() {
     let admission = node.path("admission/admission_config.yaml");
     let out = node.run(
         "pin",
-        &["--dry-run", "--admission-config", admission.to_str().unwrap()],
+        &[
+            "--dry-run",
+            "--admission-config",
+            admission.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.code, Some(2), "{out}");
     assert!(

@@ -59,7 +59,9 @@ impl Sandbox {
             .arg("--config")
             .arg(self.path("config.yaml"))
             .arg("--backup-dir")
-            .arg(self.path("backups"));
+            .arg(self.path("backups"))
+            .arg("--lock-file")
+            .arg(self.path("lock"));
         if sub == "pin" {
             cmd.arg("--kubelet-root-dir")
                 .arg(self.path("kubelet"))
@@ -394,7 +396,9 @@ fn backups_live_outside_and_rollback_restores() {
         originals[1],
         "only the named file is restored"
     );
-    let all = sb.staticpin("rollback", &[]);
+    // The rest of the run; the sandbox's manifests are outside the
+    // configured manifestDir, so they are named.
+    let all = sb.staticpin("rollback", &[sb.manifests().to_str().unwrap()]);
     assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
     assert_eq!(std::fs::read(&api).unwrap(), originals[1]);
 }

@@ -93,6 +93,8 @@ impl Sandbox {
         a.push(self.config.clone().into());
         a.push("--backup-dir".into());
         a.push(self.backups.clone().into());
+        a.push("--lock-file".into());
+        a.push(self.path().join("lock").into());
         a.push("--kubelet-root-dir".into());
         a.push(self.kubelet.clone().into());
         a.push("--certs-dir".into());
@@ -822,6 +824,10 @@ fn permission_denied_on_temp_file_leaves_original_intact() {
     }
     mode(&sb.config, 0o644);
     mode(&sb.backups, 0o777);
+    // nobody must get past the run lock to reach the write.
+    let lock = sb.path().join("lock");
+    fs::write(&lock, b"").unwrap();
+    mode(&lock, 0o666);
     let dir = sb.dir("manifests");
     mode(&dir, 0o755);
     let (path, original) = one_manifest(&dir, &image, 1024);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use staticpin::backup::BackupStore;
-use staticpin::pin::{self, Mode, Outcome};
+use staticpin::pass::{self, Mode, Outcome};
 use staticpin::reference::{Digest, ImageRef};
 use staticpin::registry::{Resolution, ResolveError, Resolver};
 
@@ -189,19 +189,24 @@ proptest! {
         let file = manifests.join("pod.yaml");
         std::fs::write(&file, &text).unwrap();
         let store = BackupStore::new(dir.path().join("b"));
-        let options = pin::Options { mode: Mode::Apply, digest_only: false, concurrency: 4, admission: None, health: None };
+        let options = pass::Options {
+            mode: Mode::Apply,
+            concurrency: 4,
+            lock: pass::LockSettings { path: dir.path().join("lock"), ..Default::default() },
+            ..Default::default()
+        };
         let fake = Fake(AtomicUsize::new(0));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
-        let report = rt.block_on(pin::run(std::slice::from_ref(&manifests), &options, &fake, Some(&store)));
+        let report = rt.block_on(pass::run_once(std::slice::from_ref(&manifests), &options, &fake, Some(&store))).unwrap();
         prop_assert_eq!(report.files.len(), 1);
         let new = std::fs::read_to_string(&file).unwrap();
         let unpinned = p.containers.iter().chain(&p.init).filter(|(_, i, _)| !i.contains('@')).count();
         if unpinned == 0 {
-            prop_assert_eq!(&report.files[0].outcome, &Outcome::Unchanged);
+            prop_assert!(matches!(report.files[0].outcome, Outcome::Unchanged));
             prop_assert_eq!(&new, &text);
         } else {
-            prop_assert_eq!(&report.files[0].outcome, &Outcome::Pinned(unpinned));
+            prop_assert!(matches!(report.files[0].outcome, Outcome::Changed { pinned, wired: false } if pinned == unpinned), "{:?}", report.files[0].outcome);
         }
 
         // Same document except the images, each now `original@sha256:…`.
@@ -229,8 +234,8 @@ proptest! {
 
         // A second run changes nothing and asks nobody.
         let calls = fake.0.load(Ordering::SeqCst);
-        let again = rt.block_on(pin::run(std::slice::from_ref(&manifests), &options, &fake, Some(&store)));
-        prop_assert_eq!(&again.files[0].outcome, &Outcome::Unchanged);
+        let again = rt.block_on(pass::run_once(std::slice::from_ref(&manifests), &options, &fake, Some(&store))).unwrap();
+        prop_assert!(matches!(again.files[0].outcome, Outcome::Unchanged));
         prop_assert_eq!(fake.0.load(Ordering::SeqCst), calls);
         prop_assert_eq!(std::fs::read_to_string(&file).unwrap(), new);
     }

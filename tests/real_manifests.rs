@@ -46,6 +46,8 @@ fn isolated_pin(tmp: &Path) -> Command {
         .arg(tmp.join("config.yaml"))
         .arg("--backup-dir")
         .arg(tmp.join("backups"))
+        .arg("--lock-file")
+        .arg(tmp.join("lock"))
         .arg("--kubelet-root-dir")
         .arg(&empty)
         .arg("--certs-dir")

@@ -87,11 +87,15 @@ fn list_run_and_a_second_rollback() {
     for run in &runs {
         assert!(list.stdout.contains(run.as_str()), "{list}");
     }
-    assert!(list.stdout.contains(&files[0].display().to_string()), "{list}");
+    assert!(
+        list.stdout.contains(&files[0].display().to_string()),
+        "{list}"
+    );
     assert!(list.stdout.contains(&sched.display().to_string()), "{list}");
     let etcd_image = format!("{}/etcd:v1", node.reg.host);
     assert!(
-        list.stdout.contains(&format!("{etcd_image} -> {etcd_image}@sha256:")),
+        list.stdout
+            .contains(&format!("{etcd_image} -> {etcd_image}@sha256:")),
         "{list}"
     );
 
@@ -123,7 +127,10 @@ fn restores_stay_inside_the_manifest_directory_or_path() {
     let file = elsewhere.join("app.yaml");
     let text = pod("app", &format!("{}/app:v1", node.reg.host), "x");
     std::fs::write(&file, &text).unwrap();
-    assert_eq!(node.run("pin", &[elsewhere.to_str().unwrap()]).code, Some(0));
+    assert_eq!(
+        node.run("pin", &[elsewhere.to_str().unwrap()]).code,
+        Some(0)
+    );
     let pinned = read(&file);
 
     let out = node.run("rollback", &[]);
@@ -217,9 +224,16 @@ fn future_dated_runs_are_ignored() {
     std::fs::write(&sched, &sched_text).unwrap();
     assert_eq!(node.run("pin", &[]).code, Some(0));
     let runs = node.runs();
-    assert_eq!(runs.len(), 2, "the newest real run and the future one: {runs:?}");
+    assert_eq!(
+        runs.len(),
+        2,
+        "the newest real run and the future one: {runs:?}"
+    );
     assert!(future.exists());
-    assert!(!runs.contains(&real), "the older real run is pruned: {runs:?}");
+    assert!(
+        !runs.contains(&real),
+        "the older real run is pruned: {runs:?}"
+    );
 
     let list = node.run("rollback", &["--list"]);
     assert!(!list.stdout.contains("29991231T235959"), "{list}");
@@ -230,5 +244,9 @@ fn future_dated_runs_are_ignored() {
     let out = node.run("rollback", &[]);
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(read(&sched), sched_text);
-    assert_ne!(read(&files[0]), originals[0], "the future run is not restored");
+    assert_ne!(
+        read(&files[0]),
+        originals[0],
+        "the future run is not restored"
+    );
 }

@@ -13,8 +13,7 @@ use super::{load_config, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
 use crate::manifest::scan::{scan, Entry};
-use crate::pin::{self, Mode, Outcome};
-use crate::registry::{HttpResolver, Settings};
+use crate::pass::{self, Outcome};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -64,20 +63,7 @@ pub async fn run(args: DoctorArgs) -> u8 {
     let dir = args.path.clone().unwrap_or(cfg.manifest_dir.clone());
 
     // Pinning, without asking any registry.
-    let options = pin::Options {
-        mode: Mode::Check,
-        digest_only: false,
-        concurrency: 1,
-        admission: None,
-        health: None,
-    };
-    let report = pin::run(
-        std::slice::from_ref(&dir),
-        &options,
-        &HttpResolver::new(Settings::default()),
-        None,
-    )
-    .await;
+    let report = pass::check(std::slice::from_ref(&dir));
     for f in &report.files {
         let (level, detail) = match &f.outcome {
             Outcome::Unchanged => (Level::Pass, "all images pinned".to_string()),
@@ -94,8 +80,9 @@ pub async fn run(args: DoctorArgs) -> u8 {
             ),
             Outcome::Skipped(s) if !s.is_error => continue,
             Outcome::Skipped(s) => (Level::Fail, s.reason.clone()),
-            Outcome::Failed(why) => (Level::Fail, why.clone()),
-            Outcome::Pinned(_) => unreachable!("check mode writes nothing"),
+            Outcome::Failed(why) => (Level::Fail, why.to_string()),
+            // Check mode plans no change; listed for completeness.
+            Outcome::Changed { .. } => (Level::Warn, "would change".to_string()),
         };
         rows.push(Row {
             level,

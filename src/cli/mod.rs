@@ -27,6 +27,8 @@ const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a ch
 
 const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod\n  1  --check found images that are not digest-pinned\n  2  a file failed (an image did not resolve, a write failed) or was skipped\n     for an error kubelet would also hit (unparsable, several documents,\n     over 10 MiB), or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
 
+const ROLLBACK_EXIT_CODES_HELP: &str = "Exit codes:\n  0  the run was undone, or there was nothing to undo\n  2  a file was refused or failed, the backup tree is not trusted, or the\n     arguments were invalid";
+
 #[derive(Debug, Parser)]
 #[command(name = "staticpin", version, about = "Pin Kubernetes static pod images to registry digests, on the node", after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -57,8 +59,12 @@ pub enum Command {
     #[command(after_help = PIN_EXIT_CODES_HELP)]
     Pin(pin::PinArgs),
 
-    /// Restore the newest backup of each manifest (or of PATH) atomically.
-    #[command(after_help = EXIT_CODES_HELP)]
+    /// Undo the last run that changed something, never a later change.
+    ///
+    /// A file is restored only if it still holds exactly what that run wrote;
+    /// otherwise it is refused with the reason (unless --force). --list shows
+    /// the recorded runs, --run ID undoes an earlier one.
+    #[command(after_help = ROLLBACK_EXIT_CODES_HELP)]
     Rollback(rollback::RollbackArgs),
 
     /// Validate a config file (default: /etc/staticpin/config.yaml plus config.d).

@@ -4,18 +4,57 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::json;
 
 use super::{fail, OutputFormat, RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::apiserver;
 use crate::backup::BackupStore;
-use crate::pin::{self, Mode, Outcome, Report};
+use crate::config;
+use crate::pass::{self, LockSettings, Mode, Report};
 use crate::registry::HttpResolver;
+
+/// The run lock, for subcommands that write.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Lock file held while writing, so one staticpin writes at a time
+    /// [default: /run/staticpin/lock]. Config: lockFile.
+    #[arg(long, value_name = "FILE")]
+    pub lock_file: Option<PathBuf>,
+
+    /// Seconds to wait for another staticpin's lock before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub lock_timeout: f64,
+}
+
+/// Longest wait any duration flag here accepts.
+const MAX_SECS: f64 = 86_400.0;
+
+/// Seconds from a flag, finite and between 0 and a day.
+pub(crate) fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if (0.0..=MAX_SECS).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!(
+            "--{name} must be a number of seconds from 0 to {MAX_SECS}, got {v}"
+        ))
+    }
+}
+
+impl LockArgs {
+    pub fn settings(&self, cfg: &config::Settings) -> Result<LockSettings, String> {
+        Ok(LockSettings {
+            path: self.lock_file.clone().unwrap_or(cfg.lock_file.clone()),
+            timeout: seconds("lock-timeout", self.lock_timeout)?,
+        })
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct PinArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 
     /// Print a unified diff of what would change and write nothing.
     #[arg(long, conflicts_with = "check")]
@@ -113,16 +152,32 @@ pub async fn run(args: PinArgs) -> u8 {
     } else {
         args.paths.clone()
     };
-    // --check must work with no network and no credentials at all.
-    let settings = if mode == Mode::Check {
-        Ok(crate::registry::Settings::default())
-    } else {
-        args.registry.settings(&cfg)
+    // --check must work with no network, no credentials and no lock.
+    if mode == Mode::Check {
+        return finish(&pass::check(&paths), args.output);
+    }
+    let options = match options(&args, &cfg, mode) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
     };
-    let settings = match settings {
+    let settings = match args.registry.settings(&cfg) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
+    let options = pass::Options {
+        concurrency: settings.concurrency,
+        ..options
+    };
+    let resolver = HttpResolver::new(settings);
+    match pass::run_once(&paths, &options, &resolver, Some(&store)).await {
+        Ok(report) => finish(&report, args.output),
+        Err(e) => fail(e),
+    }
+}
+
+/// Flags over config, validated before anything is read or resolved.
+fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::Options, String> {
     let admission_file = args.admission_config.clone().or_else(|| {
         cfg.admission
             .enabled
@@ -140,26 +195,15 @@ pub async fn run(args: PinArgs) -> u8 {
         req.force = args.force;
         req
     });
-    let secs = |name: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(format!("--{name} must be a number of seconds, got {v}"))
-        }
-    };
-    let health = match (
-        args.wait_healthy,
-        secs("health-timeout", args.health_timeout),
-        secs("health-settle", args.health_settle),
-    ) {
-        (false, _, _) => None,
-        (true, Ok(timeout), Ok(settle)) => Some(pin::HealthGate {
+    let health = if args.wait_healthy {
+        Some(pass::HealthGate {
             url: args.health_url.clone(),
             ca: args.health_ca.clone(),
-            timeout,
-            settle,
-        }),
-        (true, Err(e), _) | (true, _, Err(e)) => return fail(e),
+            timeout: seconds("health-timeout", args.health_timeout)?,
+            settle: seconds("health-settle", args.health_settle)?,
+        })
+    } else {
+        None
     };
     // A typo in --health-url or --health-ca must fail before any write, not
     // surface as a rollback after the apiserver restarted.
@@ -172,105 +216,32 @@ pub async fn run(args: PinArgs) -> u8 {
                     .unwrap_or_else(|| "https://127.0.0.1/livez".into()),
             )
         };
-        if let Err(e) = probe.validate() {
-            return fail(e);
-        }
+        probe.validate().map_err(|e| e.to_string())?;
     }
-    let options = pin::Options {
+    Ok(pass::Options {
         mode,
         digest_only: args.digest_only || cfg.digest_only,
-        concurrency: settings.concurrency,
+        concurrency: cfg.concurrency,
         admission,
         health,
-    };
-    let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
-    let resolver = HttpResolver::new(settings);
-    let backups = (mode == Mode::Apply).then_some(&store);
-    let report = pin::run(&paths, &options, &resolver, backups).await;
-    // Prune on every run: a run whose write failed still saved a backup.
-    if mode == Mode::Apply {
-        if let Err(e) = store.prune(cfg.keep_backups as usize) {
-            tracing::warn!("could not prune old backups: {e}");
-        }
-    }
+        lock: args.lock.settings(cfg)?,
+        keep_backups: cfg.keep_backups as usize,
+    })
+}
 
-    match args.output {
-        OutputFormat::Text => print_text(&report, mode),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&report, mode)).expect("plain JSON")
-        ),
+fn finish(report: &Report, output: OutputFormat) -> u8 {
+    match output {
+        OutputFormat::Text => report.print_text(),
+        OutputFormat::Json => match serde_json::to_string_pretty(report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => return fail(format!("cannot write the JSON report: {e}")),
+        },
     }
     if report.has_errors() {
         EXIT_FAILED
-    } else if mode == Mode::Check && report.unpinned() > 0 {
+    } else if report.mode == Mode::Check && report.unpinned() > 0 {
         EXIT_CHECK
     } else {
         EXIT_OK
     }
-}
-
-fn print_text(report: &Report, mode: Mode) {
-    for f in &report.files {
-        let path = f.path.display();
-        if let Some(diff) = &f.diff {
-            print!("{diff}");
-        }
-        match &f.outcome {
-            Outcome::Unpinned(_) => {
-                for i in &f.images {
-                    println!("{path}:{}: {} is not pinned to a digest", i.line, i.image);
-                }
-            }
-            Outcome::Pinned(0) if mode == Mode::DryRun => println!("{path}: would wire admission"),
-            Outcome::Pinned(0) => println!("{path}: admission wired"),
-            Outcome::Pinned(n) if mode == Mode::DryRun => println!("{path}: would pin {n}"),
-            Outcome::Pinned(n) => println!("{path}: pinned {n}"),
-            Outcome::Unchanged if f.images.is_empty() && mode != Mode::Check => {
-                println!("{path}: unchanged (no images)")
-            }
-            Outcome::Unchanged => println!("{path}: already pinned"),
-            Outcome::Skipped(s) => println!("{path}: skipped ({})", s.reason),
-            Outcome::Failed(why) => {
-                println!("{path}: failed");
-                eprintln!("staticpin: {path}: {why}");
-            }
-        }
-        for note in &f.admission {
-            println!("  {note}");
-        }
-    }
-    println!("{}", report.summary(mode));
-}
-
-fn to_json(report: &Report, mode: Mode) -> serde_json::Value {
-    let files: Vec<_> = report
-        .files
-        .iter()
-        .map(|f| {
-            let (status, reason) = match &f.outcome {
-                Outcome::Pinned(_) if mode == Mode::DryRun => ("would-pin", None),
-                Outcome::Pinned(_) => ("pinned", None),
-                Outcome::Unchanged => ("unchanged", None),
-                Outcome::Unpinned(_) => ("unpinned", None),
-                Outcome::Skipped(s) => ("skipped", Some(s.reason.clone())),
-                Outcome::Failed(w) => ("failed", Some(w.clone())),
-            };
-            let images: Vec<_> = f
-                .images
-                .iter()
-                .map(|i| json!({"line": i.line, "image": i.image, "pinned": i.pinned, "error": i.error}))
-                .collect();
-            json!({
-                "path": f.path,
-                "status": status,
-                "reason": reason,
-                "images": images,
-                "backup": f.backup,
-                "diff": f.diff,
-                "admission": f.admission,
-            })
-        })
-        .collect();
-    json!({"files": files, "summary": report.summary(mode), "failed": report.has_errors()})
 }

@@ -62,7 +62,8 @@ impl Node {
     /// Pushes `repo:tag` (single-arch) and returns its digest.
     pub fn push(&self, repo: &str, tag: &str) -> String {
         let dir = self.path(&format!("layouts/{repo}-{tag}"));
-        Layout::image(&dir, tag, "amd64", &format!("{repo}:{tag}")).push(&self.reg, repo, tag, None);
+        Layout::image(&dir, tag, "amd64", &format!("{repo}:{tag}"))
+            .push(&self.reg, repo, tag, None);
         oracle_digest(&self.reg, repo, tag, None)
     }
 

@@ -1,43 +1,57 @@
-//! Backups of manifests taken before staticpin changes them, and restores.
+//! Runs recorded in the backup tree: what each staticpin run changed, the
+//! bytes it replaced, and enough to undo exactly that run later.
 //!
 //! kubelet runs every non-dot file in its manifest directory, so a `*.bak`
 //! beside a manifest would start a second copy of the pod. Backups live under
 //! their own root instead (default [`DEFAULT_ROOT`]), and a backup refuses
 //! to be written if that root sits inside the manifest's directory.
 //!
-//! Each run gets one directory named by its UTC start time
-//! (`20261127T193000.123456Z`), fixed width so that name order is time order
-//! and pruning needs no date library. File names alone are ambiguous (two
-//! manifest directories can both hold `etcd.yaml`), so each run directory
-//! has an `index.json` recording the original path of every backup in it.
+//! Each run that changes something gets one directory named by its UTC
+//! start time ([`stamp`]). Its `index.json` records, per file, the original
+//! path, the sha256 of the bytes before and of the bytes the run wrote, and
+//! the images it changed. A file whose write did not happen is withdrawn
+//! from the index again, and a run left with nothing is removed, so every
+//! run on disk changed something. [`undo`] restores a run only over files
+//! that still hold what it wrote; [`trust`] decides whether the tree may be
+//! believed at all.
 
-use std::collections::BTreeMap;
+mod stamp;
+mod trust;
+pub mod undo;
+
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::fsutil::{self, FsError, Step, WriteOutcome};
+pub use stamp::format_timestamp;
+use stamp::{format_micros, micros_since_epoch, parse_run_name};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/staticpin/backups";
 /// How many run directories [`BackupStore::prune`] callers keep by default.
 pub const DEFAULT_KEEP: usize = 20;
 
 const INDEX_FILE: &str = "index.json";
-const INDEX_VERSION: u32 = 1;
+/// Version 1 indexes (no hashes, no images) are still read; their runs can
+/// only be undone with `--force`, as nothing says what they wrote.
+const INDEX_VERSION: u32 = 2;
 // Manifests may carry credentials in their args; keep backups root-only.
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
-/// Contents of a run's `index.json`. Entries are in save order, which is
-/// what [`BackupStore::latest_backups`] relies on within a run.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Contents of a run's `index.json`, entries in save order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Index {
     version: u32,
     backups: Vec<IndexEntry>,
+    /// When the last of its files was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    undone: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +63,44 @@ struct IndexEntry {
     original: PathBuf,
     /// Where `original` pointed at backup time.
     resolved: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    before_sha256: Option<String>,
+    /// What the run wrote; a restore needs the file to still hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<ImageChange>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    wired: bool,
+    /// When this file was put back (by `rollback` or the health gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restored: Option<String>,
+}
+
+/// One image value a run changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageChange {
+    pub from: String,
+    pub to: String,
+}
+
+/// What a run did to one file, for [`BackupRun::save`].
+#[derive(Clone, Debug, Default)]
+pub struct Change<'a> {
+    /// The bytes the change was planned from; saved as the backup.
+    pub before: &'a [u8],
+    /// The bytes about to be written.
+    pub after: &'a [u8],
+    pub images: Vec<ImageChange>,
+    /// Admission wiring was part of the change.
+    pub wired: bool,
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub struct BackupStore {
@@ -59,6 +111,12 @@ impl Default for BackupStore {
     fn default() -> Self {
         BackupStore::new(DEFAULT_ROOT)
     }
+}
+
+/// A run directory found in the root.
+struct RunDir {
+    name: String,
+    path: PathBuf,
 }
 
 impl BackupStore {
@@ -85,21 +143,22 @@ impl BackupStore {
             dir: None,
             index: Index {
                 version: INDEX_VERSION,
-                backups: Vec::new(),
+                ..Index::default()
             },
         }
     }
 
     /// Keeps the newest `keep` run directories and removes the rest,
     /// returning what was removed. Anything in the root whose name is not
-    /// one of our timestamps is never touched.
+    /// one of our timestamps, and any run dated in the future, is never
+    /// touched or counted.
     pub fn prune(&self, keep: usize) -> Result<Vec<PathBuf>, FsError> {
         let runs = self.runs()?;
         let excess = runs.len().saturating_sub(keep);
         let mut removed = Vec::with_capacity(excess);
-        for dir in runs.into_iter().take(excess) {
-            fs::remove_dir_all(&dir).map_err(|e| FsError::io(Step::Remove, &dir, e))?;
-            removed.push(dir);
+        for run in runs.into_iter().take(excess) {
+            fs::remove_dir_all(&run.path).map_err(|e| FsError::io(Step::Remove, &run.path, e))?;
+            removed.push(run.path);
         }
         if !removed.is_empty() {
             fsutil::fsync_dir(&self.root)?;
@@ -107,68 +166,43 @@ impl BackupStore {
         Ok(removed)
     }
 
-    /// For each original path, the newest backup of it: from the newest run
-    /// that saved it, and within that run the first save, which holds the
-    /// file as it was before the run changed it.
-    ///
-    /// With `scope`, only originals equal to it or under it (as a
-    /// directory) are returned; a scope matches either the path as given at
-    /// backup time or its resolved target. Sorted by original path.
-    pub fn latest_backups(&self, scope: Option<&Path>) -> Result<Vec<(PathBuf, PathBuf)>, FsError> {
-        let scopes = match scope {
-            Some(s) => scope_forms(s)?,
-            None => Vec::new(),
-        };
-        let in_scope = |e: &IndexEntry| {
-            scope.is_none()
-                || scopes
-                    .iter()
-                    .any(|s| e.original.starts_with(s) || e.resolved.starts_with(s))
-        };
-
-        let mut latest: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-        for run in self.runs()?.iter().rev() {
-            let Some(index) = read_index(run)? else {
-                continue;
-            };
-            for entry in index.backups.iter().filter(|e| in_scope(e)) {
-                latest
-                    .entry(entry.original.clone())
-                    .or_insert_with(|| run.join(&entry.backup));
-            }
-        }
-        Ok(latest.into_iter().collect())
-    }
-
-    /// Writes the bytes of `backup` back to `original` through
-    /// [`fsutil::atomic_replace`], so the file keeps its current mode and
-    /// owner, a symlink stays a symlink, and identical bytes are not
-    /// rewritten.
-    pub fn restore(&self, original: &Path, backup: &Path) -> Result<WriteOutcome, FsError> {
-        let bytes = fs::read(backup).map_err(|e| FsError::io(Step::Read, backup, e))?;
-        fsutil::atomic_replace(original, &bytes)
-    }
-
-    /// Run directories, oldest first.
-    fn runs(&self) -> Result<Vec<PathBuf>, FsError> {
+    /// Run directories, oldest first. A run named after a time still to
+    /// come cannot be one staticpin recorded (or the clock went back): it
+    /// is ignored, so it can neither be restored nor push real runs out of
+    /// `keepBackups`.
+    fn runs(&self) -> Result<Vec<RunDir>, FsError> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(FsError::io(Step::ListDir, &self.root, e)),
         };
+        let now = micros_since_epoch(SystemTime::now());
         let mut runs = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| FsError::io(Step::ListDir, &self.root, e))?;
-            let is_run = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| parse_run_name(n).is_some());
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Some(micros) = parse_run_name(&name) else {
+                continue;
+            };
             // file_type() does not follow symlinks: a link is never a run.
-            if is_run && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                runs.push(entry.path());
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
             }
+            if micros > now {
+                tracing::warn!(
+                    "ignoring backup run {} dated in the future",
+                    entry.path().display()
+                );
+                continue;
+            }
+            runs.push(RunDir {
+                name,
+                path: entry.path(),
+            });
         }
-        runs.sort();
+        runs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(runs)
     }
 }
@@ -187,10 +221,11 @@ impl BackupRun {
         self.dir.as_deref()
     }
 
-    /// Stores `bytes` as the backup of `original` and records it in the
-    /// run's index; returns the backup's path. `bytes` are what the caller
-    /// read, so the backup matches what it is about to change.
-    pub fn save(&mut self, original: &Path, bytes: &[u8]) -> Result<PathBuf, FsError> {
+    /// Stores `change.before` as the backup of `original` and records the
+    /// change in the run's index; returns the backup's path. Call it right
+    /// before writing, and [`withdraw`](Self::withdraw) if the write then
+    /// does not happen.
+    pub fn save(&mut self, original: &Path, change: &Change<'_>) -> Result<PathBuf, FsError> {
         let original =
             std::path::absolute(original).map_err(|e| FsError::io(Step::Resolve, original, e))?;
         let resolved = match fs::canonicalize(&original) {
@@ -214,12 +249,17 @@ impl BackupRun {
         let dir = self.ensure_dir()?;
         let name = self.unused_name(&dir, &base);
         let backup = dir.join(&name);
-        fsutil::write_new_file_atomically(&backup, bytes, FILE_MODE)?;
+        fsutil::write_new_file_atomically(&backup, change.before, FILE_MODE)?;
 
         self.index.backups.push(IndexEntry {
             backup: name,
             original,
             resolved,
+            before_sha256: Some(sha256_hex(change.before)),
+            after_sha256: Some(sha256_hex(change.after)),
+            images: change.images.clone(),
+            wired: change.wired,
+            restored: None,
         });
         if let Err(e) = self.write_index(&dir) {
             // The backup file stays, unindexed; the next save picks another
@@ -228,6 +268,75 @@ impl BackupRun {
             return Err(e);
         }
         Ok(backup)
+    }
+
+    /// Takes back a [`save`](Self::save) whose write did not happen: the
+    /// entry and its backup go, and a run left with nothing goes too, so
+    /// that `rollback` never finds a run that changed nothing.
+    pub fn withdraw(&mut self, backup: &Path) -> Result<(), FsError> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let Some(pos) = self
+            .index
+            .backups
+            .iter()
+            .position(|e| dir.join(&e.backup) == backup)
+        else {
+            return Ok(());
+        };
+        self.index.backups.remove(pos);
+        if self.index.backups.is_empty() {
+            fs::remove_dir_all(&dir).map_err(|e| FsError::io(Step::Remove, &dir, e))?;
+            self.dir = None;
+            return fsutil::fsync_dir(&self.root);
+        }
+        self.write_index(&dir)?;
+        fs::remove_file(backup).map_err(|e| FsError::io(Step::Remove, backup, e))
+    }
+
+    /// Puts the file saved as `backup` back, but only if it still holds
+    /// `written`, what this run wrote (the health gate's rollback). The
+    /// bytes come from the backup store, not from memory, so what is
+    /// restored is what `rollback` would restore.
+    pub fn restore(&mut self, backup: &Path, written: &[u8]) -> Result<WriteOutcome, FsError> {
+        let Some(original) = self.dir.as_ref().and_then(|dir| {
+            self.index
+                .backups
+                .iter()
+                .find(|e| dir.join(&e.backup) == backup)
+                .map(|e| e.original.clone())
+        }) else {
+            return Err(FsError::Index {
+                path: backup.to_path_buf(),
+                reason: "not a backup of this run".into(),
+            });
+        };
+        let bytes = trust::read_file(backup)?;
+        let outcome = fsutil::atomic_replace_if(&original, written, &bytes)?;
+        self.mark_restored(backup)?;
+        Ok(outcome)
+    }
+
+    /// Records that the file saved as `backup` holds its old bytes again,
+    /// so `rollback` leaves it alone.
+    fn mark_restored(&mut self, backup: &Path) -> Result<(), FsError> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let now = format_timestamp(SystemTime::now());
+        if let Some(e) = self
+            .index
+            .backups
+            .iter_mut()
+            .find(|e| dir.join(&e.backup) == backup)
+        {
+            e.restored = Some(now.clone());
+        }
+        if self.index.backups.iter().all(|e| e.restored.is_some()) {
+            self.index.undone = Some(now);
+        }
+        self.write_index(&dir)
     }
 
     /// Defence in depth: a backup root inside the manifest directory would
@@ -294,38 +403,49 @@ impl BackupRun {
         if !taken(base) {
             return base.to_string();
         }
-        (2u64..)
-            .map(|i| format!("{base}-{i}"))
-            .find(|name| !taken(name))
-            .expect("some suffix is free")
+        // Finite: at most as many names are taken as entries exist.
+        let mut i = 2u64;
+        loop {
+            let name = format!("{base}-{i}");
+            if !taken(&name) {
+                return name;
+            }
+            i += 1;
+        }
     }
 
     fn write_index(&self, dir: &Path) -> Result<(), FsError> {
-        let path = dir.join(INDEX_FILE);
-        let mut json = serde_json::to_vec_pretty(&self.index).map_err(|e| FsError::Index {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        json.push(b'\n');
-        fsutil::write_file_atomically(&path, &json, FILE_MODE)
+        write_index(dir, &self.index)
     }
 }
 
-/// `Ok(None)` for a run without an index: a run whose first save failed
-/// part way has nothing to restore.
+fn write_index(dir: &Path, index: &Index) -> Result<(), FsError> {
+    let path = dir.join(INDEX_FILE);
+    let mut json = serde_json::to_vec_pretty(index).map_err(|e| FsError::Index {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    json.push(b'\n');
+    fsutil::write_file_atomically(&path, &json, FILE_MODE)
+}
+
+/// A run's index, read only if the run directory and the index pass the
+/// [`trust`] checks. `Ok(None)` for a run without an index: a run whose
+/// first save failed part way has nothing to restore.
 fn read_index(run: &Path) -> Result<Option<Index>, FsError> {
+    trust::check_dir(run)?;
     let path = run.join(INDEX_FILE);
-    let bytes = match fs::read(&path) {
+    let bytes = match trust::read_file(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FsError::io(Step::Read, &path, e)),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let invalid = |reason: String| FsError::Index {
         path: path.clone(),
         reason,
     };
     let index: Index = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    if index.version != INDEX_VERSION {
+    if !(1..=INDEX_VERSION).contains(&index.version) {
         return Err(invalid(format!("unsupported version {}", index.version)));
     }
     for entry in &index.backups {
@@ -385,88 +505,12 @@ fn canonicalize_existing_prefix(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
-fn micros_since_epoch(t: SystemTime) -> u64 {
-    // A clock before 1970 is broken; clamping keeps names valid and sorted.
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// `YYYYMMDDTHHMMSS.ffffffZ` in UTC.
-pub fn format_timestamp(t: SystemTime) -> String {
-    format_micros(micros_since_epoch(t))
-}
-
-fn format_micros(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    let frac = micros % 1_000_000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{frac:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Microseconds since the epoch for a run directory name, or `None` if the
-/// name is not exactly what [`format_micros`] would produce.
-fn parse_run_name(name: &str) -> Option<u64> {
-    let b = name.as_bytes();
-    if b.len() != 23 || b[8] != b'T' || b[15] != b'.' || b[22] != b'Z' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<u64> {
-        let digits = &b[from..to];
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let (y, mo, d) = (num(0, 4)?, num(4, 6)?, num(6, 8)?);
-    let (h, mi, s, us) = (num(9, 11)?, num(11, 13)?, num(13, 15)?, num(16, 22)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
-    let micros = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + us;
-    // Round-tripping rejects dates like Feb 30 that the ranges let through.
-    (format_micros(micros) == name).then_some(micros)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar. Howard Hinnant's `civil_from_days`: eras of 400 years, with
-/// years starting in March so the leap day falls at the end.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Inverse of [`civil_from_days`].
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
+    use super::undo::{FileUndo, Scope, UndoRequest};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt};
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64, micros: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)
@@ -474,6 +518,24 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn change<'a>(before: &'a [u8], after: &'a [u8]) -> Change<'a> {
+        Change {
+            before,
+            after,
+            ..Change::default()
+        }
+    }
+
+    fn undo_in(store: &BackupStore, dir: &Path) -> Option<undo::Undone> {
+        store
+            .undo(&UndoRequest {
+                run: None,
+                scope: Scope::Confined(dir.to_path_buf()),
+                force: false,
+            })
+            .unwrap()
     }
 
     /// A manifest directory and a backup root beside it, as on a node.
@@ -486,104 +548,101 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_for_known_instants() {
-        let cases = [
-            (0, 0, "19700101T000000.000000Z"),
-            (951_782_400, 0, "20000229T000000.000000Z"),
-            (951_868_800, 0, "20000301T000000.000000Z"),
-            (1_709_251_199, 999_999, "20240229T235959.999999Z"),
-            (1_795_807_800, 123_456, "20261127T193000.123456Z"),
-            (4_107_542_400, 0, "21000301T000000.000000Z"),
-            (253_402_300_799, 1, "99991231T235959.000001Z"),
-        ];
-        for (secs, micros, expected) in cases {
-            assert_eq!(format_timestamp(at(secs, micros)), expected);
-            assert_eq!(parse_run_name(expected), Some(secs * 1_000_000 + micros));
-        }
-        assert_eq!(
-            format_timestamp(UNIX_EPOCH - Duration::from_secs(1)),
-            "19700101T000000.000000Z"
-        );
-    }
-
-    #[test]
-    fn civil_conversion_round_trips_day_by_day() {
-        let mut prev = civil_from_days(-1);
-        assert_eq!(prev, (1969, 12, 31));
-        for days in 0..=2_932_896 {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-            let next_day = (y, m, d) > prev && (d == prev.2 + 1 || d == 1);
-            assert!(next_day, "{prev:?} -> {:?}", (y, m, d));
-            prev = (y, m, d);
-        }
-        assert_eq!(prev, (9999, 12, 31));
-    }
-
-    #[test]
-    fn only_our_timestamps_parse_as_run_names() {
-        for bad in [
-            "latest",
-            "20261127T193000.123456Z-2",
-            "20261127T193000.123456",
-            "20261327T193000.123456Z",
-            "20260230T000000.000000Z",
-            "20261127T246000.000000Z",
-            "2026112 T193000.123456Z",
-            "+0261127T193000.123456Z",
-        ] {
-            assert_eq!(parse_run_name(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn save_index_latest_and_restore_round_trip() {
+    fn save_index_and_undo_round_trip() {
         let (_tmp, manifests, store) = layout();
         let manifest = manifests.join("kube-apiserver.yaml");
-        fs::write(&manifest, b"image: k8s/kube-apiserver:v1.31.0\n").unwrap();
+        let before = b"image: k8s/kube-apiserver:v1.31.0\n";
+        let after = b"image: k8s/kube-apiserver:v1.31.0@sha256:abc\n";
+        fs::write(&manifest, before).unwrap();
         fs::set_permissions(&manifest, Permissions::from_mode(0o640)).unwrap();
 
         let mut run = store.begin_run_at(at(1_795_807_800, 123_456));
         assert!(run.dir().is_none());
         assert!(!store.root().exists(), "created lazily");
 
-        let bytes = fs::read(&manifest).unwrap();
-        let backup = run.save(&manifest, &bytes).unwrap();
+        let c = Change {
+            images: vec![ImageChange {
+                from: "k8s/kube-apiserver:v1.31.0".into(),
+                to: "k8s/kube-apiserver:v1.31.0@sha256:abc".into(),
+            }],
+            ..change(before, after)
+        };
+        let backup = run.save(&manifest, &c).unwrap();
         let run_dir = store.root().join("20261127T193000.123456Z");
         assert_eq!(run.dir(), Some(run_dir.as_path()));
         assert_eq!(backup, run_dir.join("kube-apiserver.yaml"));
-        assert_eq!(fs::read(&backup).unwrap(), bytes);
+        assert_eq!(fs::read(&backup).unwrap(), before);
         assert_eq!(mode(&backup), 0o600);
         assert_eq!(mode(&run_dir), 0o700);
 
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(run_dir.join("index.json")).unwrap()).unwrap();
-        assert_eq!(index["version"], 1);
-        assert_eq!(index["backups"][0]["backup"], "kube-apiserver.yaml");
-        assert_eq!(index["backups"][0]["original"], manifest.to_str().unwrap());
+        assert_eq!(index["version"], 2);
+        let e = &index["backups"][0];
+        assert_eq!(e["backup"], "kube-apiserver.yaml");
+        assert_eq!(e["original"], manifest.to_str().unwrap());
+        assert_eq!(e["before_sha256"], sha256_hex(before));
+        assert_eq!(e["after_sha256"], sha256_hex(after));
+        assert_eq!(
+            e["images"][0]["to"],
+            "k8s/kube-apiserver:v1.31.0@sha256:abc"
+        );
         assert_eq!(mode(&run_dir.join("index.json")), 0o600);
 
-        assert_eq!(
-            store.latest_backups(None).unwrap(),
-            [(manifest.clone(), backup.clone())]
-        );
+        let runs = store.list().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].files[0].original, manifest);
+        assert!(!runs[0].undone);
 
-        fs::write(&manifest, b"image: k8s/kube-apiserver@sha256:abc\n").unwrap();
-        assert_eq!(
-            store.restore(&manifest, &backup).unwrap(),
-            WriteOutcome::Written
-        );
-        assert_eq!(fs::read(&manifest).unwrap(), bytes);
+        fs::write(&manifest, after).unwrap();
+        let undone = undo_in(&store, &manifests).unwrap();
+        assert_eq!(undone.run, "20261127T193000.123456Z");
+        assert!(matches!(
+            undone.files[0].1,
+            FileUndo::Restored { forced: false, .. }
+        ));
+        assert_eq!(fs::read(&manifest).unwrap(), before);
         assert_eq!(mode(&manifest), 0o640);
-        assert_eq!(
-            store.restore(&manifest, &backup).unwrap(),
-            WriteOutcome::Unchanged
+        assert!(
+            undo_in(&store, &manifests).is_none(),
+            "nothing left to undo"
         );
+        assert!(store.list().unwrap()[0].undone);
         let names: Vec<_> = fs::read_dir(&manifests)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["kube-apiserver.yaml"]);
+    }
+
+    #[test]
+    fn a_later_change_is_refused_unless_forced() {
+        let (_tmp, manifests, store) = layout();
+        let manifest = manifests.join("etcd.yaml");
+        store
+            .begin_run_at(at(1000, 0))
+            .save(&manifest, &change(b"v1", b"v1-pinned"))
+            .unwrap();
+        fs::write(&manifest, b"v2-upgraded").unwrap();
+        let undone = undo_in(&store, &manifests).unwrap();
+        match &undone.files[0].1 {
+            FileUndo::Refused(why) => assert!(why.contains("changed since run"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&manifest).unwrap(), b"v2-upgraded");
+        let forced = store
+            .undo(&UndoRequest {
+                run: None,
+                scope: Scope::Confined(manifests.clone()),
+                force: true,
+            })
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            forced.files[0].1,
+            FileUndo::Restored { forced: true, .. }
+        ));
+        assert_eq!(fs::read(&manifest).unwrap(), b"v1");
     }
 
     #[test]
@@ -593,69 +652,94 @@ mod tests {
         fs::create_dir(&other).unwrap();
         let a = manifests.join("etcd.yaml");
         let b = other.join("etcd.yaml");
-        fs::write(&a, b"a").unwrap();
-        fs::write(&b, b"b").unwrap();
+        fs::write(&a, b"a2").unwrap();
+        fs::write(&b, b"b2").unwrap();
 
         let mut run = store.begin_run();
-        let backup_a = run.save(&a, b"a").unwrap();
-        let backup_b = run.save(&b, b"b").unwrap();
+        let backup_a = run.save(&a, &change(b"a", b"a2")).unwrap();
+        let backup_b = run.save(&b, &change(b"b", b"b2")).unwrap();
         assert_eq!(backup_a.file_name().unwrap(), "etcd.yaml");
         assert_eq!(backup_b.file_name().unwrap(), "etcd.yaml-2");
         assert_eq!(fs::read(&backup_a).unwrap(), b"a");
         assert_eq!(fs::read(&backup_b).unwrap(), b"b");
 
-        let mut all = vec![(a.clone(), backup_a.clone()), (b.clone(), backup_b.clone())];
-        all.sort();
-        assert_eq!(store.latest_backups(None).unwrap(), all);
-        assert_eq!(
-            store.latest_backups(Some(&manifests)).unwrap(),
-            [(a, backup_a)]
-        );
-        assert_eq!(store.latest_backups(Some(&b)).unwrap(), [(b, backup_b)]);
+        let only_b = store
+            .undo(&UndoRequest {
+                run: None,
+                scope: Scope::Only(b.clone()),
+                force: false,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(only_b.files.len(), 1);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        assert_eq!(fs::read(&a).unwrap(), b"a2");
+        // Confined to the manifest dir: the other directory's file is done,
+        // this one is restored.
+        let rest = undo_in(&store, &manifests).unwrap();
+        assert_eq!(rest.files.len(), 1);
+        assert_eq!(fs::read(&a).unwrap(), b"a");
     }
 
     #[test]
     fn a_manifest_named_index_json_does_not_clobber_the_index() {
         let (_tmp, manifests, store) = layout();
         let manifest = manifests.join("index.json");
-        fs::write(&manifest, b"{\"kind\":\"Pod\"}").unwrap();
         let mut run = store.begin_run();
-        let backup = run.save(&manifest, b"{\"kind\":\"Pod\"}").unwrap();
+        let backup = run.save(&manifest, &change(b"{}", b"{ }")).unwrap();
         assert_eq!(backup.file_name().unwrap(), "index.json-2");
-        assert_eq!(store.latest_backups(None).unwrap(), [(manifest, backup)]);
+        assert_eq!(store.list().unwrap()[0].files[0].backup, backup);
     }
 
     #[test]
-    fn newest_run_wins_and_first_save_within_a_run() {
+    fn withdrawn_saves_leave_no_trace() {
         let (_tmp, manifests, store) = layout();
-        let manifest = manifests.join("etcd.yaml");
-        fs::write(&manifest, b"v3").unwrap();
-
-        store
-            .begin_run_at(at(1000, 0))
-            .save(&manifest, b"v1")
+        let mut run = store.begin_run();
+        let one = run
+            .save(&manifests.join("a.yaml"), &change(b"a", b"A"))
             .unwrap();
-        let mut run = store.begin_run_at(at(2000, 0));
-        let first = run.save(&manifest, b"v2").unwrap();
-        run.save(&manifest, b"v2.5").unwrap();
+        let two = run
+            .save(&manifests.join("b.yaml"), &change(b"b", b"B"))
+            .unwrap();
+        run.withdraw(&one).unwrap();
+        assert!(!one.exists());
+        assert_eq!(store.list().unwrap()[0].files.len(), 1);
+        run.withdraw(&two).unwrap();
+        assert!(
+            store.list().unwrap().is_empty(),
+            "a run that wrote nothing is gone"
+        );
+        assert_eq!(fs::read_dir(store.root()).unwrap().count(), 0);
+    }
 
-        let latest = store.latest_backups(None).unwrap();
-        assert_eq!(latest, [(manifest.clone(), first.clone())]);
-        assert_eq!(fs::read(&first).unwrap(), b"v2");
+    #[test]
+    fn the_gate_restores_only_what_it_wrote() {
+        let (_tmp, manifests, store) = layout();
+        let manifest = manifests.join("kube-apiserver.yaml");
+        let mut run = store.begin_run();
+        let backup = run.save(&manifest, &change(b"old", b"new")).unwrap();
+        fs::write(&manifest, b"fixed by hand").unwrap();
+        let err = run.restore(&backup, b"new").unwrap_err();
+        assert!(matches!(err, FsError::Changed { .. }), "{err}");
+        assert_eq!(fs::read(&manifest).unwrap(), b"fixed by hand");
+
+        fs::write(&manifest, b"new").unwrap();
+        run.restore(&backup, b"new").unwrap();
+        assert_eq!(fs::read(&manifest).unwrap(), b"old");
+        assert!(undo_in(&store, &manifests).is_none(), "already undone");
     }
 
     #[test]
     fn runs_in_the_same_microsecond_get_distinct_directories() {
         let (_tmp, manifests, store) = layout();
         let manifest = manifests.join("etcd.yaml");
-        fs::write(&manifest, b"x").unwrap();
         let one = store
             .begin_run_at(at(1000, 0))
-            .save(&manifest, b"1")
+            .save(&manifest, &change(b"1", b"x"))
             .unwrap();
         let two = store
             .begin_run_at(at(1000, 0))
-            .save(&manifest, b"2")
+            .save(&manifest, &change(b"2", b"x"))
             .unwrap();
         assert_eq!(
             one.parent().unwrap().file_name().unwrap(),
@@ -665,23 +749,24 @@ mod tests {
             two.parent().unwrap().file_name().unwrap(),
             "19700101T001640.000001Z"
         );
-        assert_eq!(store.latest_backups(None).unwrap(), [(manifest, two)]);
     }
 
     #[test]
     fn prune_keeps_the_newest_runs_and_nothing_else() {
         let (_tmp, manifests, store) = layout();
         let manifest = manifests.join("etcd.yaml");
-        fs::write(&manifest, b"x").unwrap();
         let mut dirs = Vec::new();
         for i in 0..5 {
             let mut run = store.begin_run_at(at(1_700_000_000 + i * 60, 0));
-            run.save(&manifest, format!("v{i}").as_bytes()).unwrap();
+            run.save(&manifest, &change(format!("v{i}").as_bytes(), b"x"))
+                .unwrap();
             dirs.push(run.dir().unwrap().to_path_buf());
         }
         let foreign_dir = store.root().join("keep-me");
         let foreign_file = store.root().join("20000101T000000.000000Z");
+        let future = store.root().join("29991231T000000.000000Z");
         fs::create_dir(&foreign_dir).unwrap();
+        fs::create_dir(&future).unwrap();
         fs::write(&foreign_file, b"not a run").unwrap();
 
         assert_eq!(store.prune(2).unwrap(), dirs[..3]);
@@ -691,11 +776,8 @@ mod tests {
         for d in &dirs[3..] {
             assert!(d.exists());
         }
-        assert!(foreign_dir.exists() && foreign_file.exists());
+        assert!(foreign_dir.exists() && foreign_file.exists() && future.exists());
         assert_eq!(store.prune(2).unwrap(), Vec::<PathBuf>::new());
-        let latest = store.latest_backups(None).unwrap();
-        assert_eq!(fs::read(&latest[0].1).unwrap(), b"v4");
-
         assert_eq!(
             BackupStore::new(store.root().join("absent"))
                 .prune(DEFAULT_KEEP)
@@ -721,7 +803,10 @@ mod tests {
             alias.join("nested/backups"),
         ] {
             let store = BackupStore::new(&root);
-            let err = store.begin_run().save(&manifest, b"x").unwrap_err();
+            let err = store
+                .begin_run()
+                .save(&manifest, &change(b"x", b"y"))
+                .unwrap_err();
             assert!(matches!(err, FsError::BackupRootInsideDir { .. }), "{err}");
             assert!(
                 err.to_string().contains(&manifest.display().to_string()),
@@ -751,7 +836,10 @@ mod tests {
         symlink(real.join("etcd.yaml"), &link).unwrap();
 
         let store = BackupStore::new(real.join("backups"));
-        let err = store.begin_run().save(&link, b"x").unwrap_err();
+        let err = store
+            .begin_run()
+            .save(&link, &change(b"x", b"y"))
+            .unwrap_err();
         assert!(matches!(err, FsError::BackupRootInsideDir { .. }), "{err}");
     }
 
@@ -766,7 +854,7 @@ mod tests {
         symlink(&real, &link).unwrap();
 
         let mut run = store.begin_run();
-        let backup = run.save(&link, b"before").unwrap();
+        run.save(&link, &change(b"before", b"after")).unwrap();
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(run.dir().unwrap().join("index.json")).unwrap())
                 .unwrap();
@@ -775,16 +863,17 @@ mod tests {
             index["backups"][0]["resolved"],
             fs::canonicalize(&real).unwrap().to_str().unwrap()
         );
-        assert_eq!(
-            store.latest_backups(Some(&real_dir)).unwrap(),
-            [(link.clone(), backup.clone())]
-        );
 
         fs::write(&real, b"after").unwrap();
-        assert_eq!(
-            store.restore(&link, &backup).unwrap(),
-            WriteOutcome::Written
-        );
+        let undone = store
+            .undo(&UndoRequest {
+                run: None,
+                scope: Scope::Only(real_dir.clone()),
+                force: false,
+            })
+            .unwrap()
+            .unwrap();
+        assert!(matches!(undone.files[0].1, FileUndo::Restored { .. }));
         assert!(fs::symlink_metadata(&link)
             .unwrap()
             .file_type()
@@ -795,13 +884,12 @@ mod tests {
     #[test]
     fn a_corrupt_index_is_an_error_naming_it() {
         let (_tmp, manifests, store) = layout();
-        let manifest = manifests.join("etcd.yaml");
-        fs::write(&manifest, b"x").unwrap();
         let mut run = store.begin_run();
-        run.save(&manifest, b"x").unwrap();
+        run.save(&manifests.join("etcd.yaml"), &change(b"x", b"y"))
+            .unwrap();
         let index = run.dir().unwrap().join("index.json");
         fs::write(&index, br#"{"version":1,"backups":[{"backup":"../../etc/passwd","original":"/x","resolved":"/x"}]}"#).unwrap();
-        let err = store.latest_backups(None).unwrap_err();
+        let err = store.list().unwrap_err();
         assert!(
             err.to_string().contains(&index.display().to_string()),
             "{err}"

@@ -1,0 +1,84 @@
+//! The health gate: after kube-apiserver.yaml changed, wait for the new
+//! apiserver to answer healthy, and roll the change back through the
+//! backup store if it never does, so a bad change cannot keep the control
+//! plane down. The rollback is itself a compare-and-swap: if the file no
+//! longer holds what staticpin wrote, someone acted meanwhile, and their
+//! change stands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::report::{FileError, FileReport, GateRollback, Outcome};
+use crate::backup::BackupRun;
+use crate::fsutil::FsError;
+use crate::health;
+
+/// How to decide that a changed kube-apiserver came back.
+#[derive(Clone, Debug)]
+pub struct HealthGate {
+    /// Default: the manifest's livenessProbe URL.
+    pub url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Time to let kubelet notice the change (its relist period is 20 s)
+    /// before a healthy answer counts: until then the old apiserver answers.
+    pub settle: Duration,
+}
+
+/// Gates every rewritten kube-apiserver manifest in `files`.
+pub async fn run(files: &mut [FileReport], gate: &HealthGate, mut backups: Option<&mut BackupRun>) {
+    for f in files.iter_mut().filter(|f| f.apiserver_changed) {
+        if !matches!(f.outcome, Outcome::Changed { .. }) {
+            continue;
+        }
+        let url = match &gate.url {
+            Some(u) => u.clone(),
+            None => match f
+                .written
+                .as_deref()
+                .ok_or_else(|| "nothing recorded as written".to_string())
+                .and_then(|b| std::str::from_utf8(b).map_err(|e| e.to_string()))
+                .and_then(health::liveness_url)
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    f.outcome = Outcome::Failed(FileError::Admission(format!(
+                        "cannot tell where to check apiserver health ({e}); pass --health-url"
+                    )));
+                    continue;
+                }
+            },
+        };
+        tokio::time::sleep(gate.settle).await;
+        let check = health::HealthCheck {
+            ca: gate.ca.clone(),
+            timeout: gate.timeout,
+            ..health::HealthCheck::new(url)
+        };
+        match health::wait_healthy(&check).await {
+            Ok(took) => f.admission.push(format!(
+                "kube-apiserver healthy at {} after {:.1} s",
+                check.url,
+                took.as_secs_f64()
+            )),
+            Err(e) => {
+                let rollback = roll_back(f, backups.as_deref_mut());
+                f.outcome = Outcome::Failed(FileError::Unhealthy {
+                    reason: e.to_string(),
+                    rollback,
+                });
+            }
+        }
+    }
+}
+
+fn roll_back(f: &FileReport, backups: Option<&mut BackupRun>) -> GateRollback {
+    let (Some(run), Some(backup), Some(written)) = (backups, &f.backup, &f.written) else {
+        return GateRollback::Failed("no backup to restore".into());
+    };
+    match run.restore(backup, written) {
+        Ok(_) => GateRollback::Restored(backup.clone()),
+        Err(FsError::Changed { .. }) => GateRollback::ChangedMeanwhile,
+        Err(e) => GateRollback::Failed(e.to_string()),
+    }
+}

@@ -1,0 +1,395 @@
+//! What a pass did to each file, typed, and how it reads as text and JSON.
+//!
+//! Failures keep their type: a registry failure stays a [`ResolveError`]
+//! with its [`ErrorKind`](crate::registry::ErrorKind), so a caller (the
+//! watch daemon) can tell a transient failure worth retrying from a
+//! permanent one. The JSON shape is an interface scripts rely on.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::fsutil::FsError;
+use crate::manifest::Skip;
+use crate::reference::ReferenceError;
+use crate::registry::ResolveError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Resolve and write.
+    Apply,
+    /// Resolve and show the diff; write nothing.
+    DryRun,
+    /// No network: only report images that are not digest-pinned.
+    Check,
+}
+
+/// One image as found in a file.
+#[derive(Clone, Debug)]
+pub struct ImageReport {
+    pub line: usize,
+    pub image: String,
+    /// The new value, when this pass pins it.
+    pub pinned: Option<String>,
+    pub error: Option<ResolveError>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The file was changed (in dry-run: would be). `pinned` images got a
+    /// digest; `wired` says the admission wiring was part of the change.
+    Changed {
+        pinned: usize,
+        wired: bool,
+    },
+    /// Nothing to change: every image already carries a digest.
+    Unchanged,
+    /// `--check`: these many images are not pinned.
+    Unpinned(usize),
+    Skipped(Skip),
+    Failed(FileError),
+}
+
+/// Why a file was not (or not durably) changed. The file itself is left
+/// as it was unless the variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{0}")]
+    Scan(String),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("line {line}: {source}")]
+    InvalidReference { line: usize, source: ReferenceError },
+    #[error("{}", join(.0))]
+    Resolve(Vec<ResolveError>),
+    #[error("refusing to write: the rewrite did not verify ({0}); this is a staticpin bug, please report it")]
+    Verify(String),
+    /// Wiring refused or preflight failed; the text says which.
+    #[error("{0}")]
+    Admission(String),
+    #[error("not written, backup failed: {0}")]
+    Backup(FsError),
+    /// The compare-and-swap found someone else's write.
+    #[error("changed while staticpin ran; nothing written")]
+    Changed,
+    #[error("{0}")]
+    Write(FsError),
+    /// Written, then kube-apiserver never became healthy.
+    #[error("{reason}; {rollback}")]
+    Unhealthy {
+        reason: String,
+        rollback: GateRollback,
+    },
+}
+
+fn join(errors: &[ResolveError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl FileError {
+    /// Whether running again later may succeed without anyone acting:
+    /// registry timeouts, 5xx and rate limits, or a file that changed under
+    /// the run (the next run starts from its new text).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FileError::Resolve(errors) => {
+                !errors.is_empty() && errors.iter().all(|e| e.kind.is_transient())
+            }
+            FileError::Changed => true,
+            _ => false,
+        }
+    }
+}
+
+/// What the health gate's rollback did.
+#[derive(Debug)]
+pub enum GateRollback {
+    Restored(PathBuf),
+    /// The file no longer holds what staticpin wrote: someone changed it
+    /// after the write, and that change stands.
+    ChangedMeanwhile,
+    Failed(String),
+}
+
+impl fmt::Display for GateRollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GateRollback::Restored(b) => {
+                write!(f, "restored the previous manifest from {}", b.display())
+            }
+            GateRollback::ChangedMeanwhile => f.write_str(
+                "could not roll back: the file changed since staticpin wrote it, and that change is kept",
+            ),
+            GateRollback::Failed(why) => write!(f, "ROLLBACK FAILED: {why}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub outcome: Outcome,
+    pub images: Vec<ImageReport>,
+    /// Unified diff of the change (dry-run only).
+    pub diff: Option<String>,
+    pub backup: Option<PathBuf>,
+    /// Admission wiring done (or planned) in this file, and preflight warnings.
+    pub admission: Vec<String>,
+    /// kube-apiserver.yaml was rewritten, so the apiserver restarts.
+    pub apiserver_changed: bool,
+    /// The bytes written, for the health gate's compare-and-swap.
+    pub(crate) written: Option<Vec<u8>>,
+}
+
+impl FileReport {
+    pub(crate) fn new(path: &Path, outcome: Outcome) -> FileReport {
+        FileReport {
+            path: path.to_path_buf(),
+            outcome,
+            images: Vec::new(),
+            diff: None,
+            backup: None,
+            admission: Vec::new(),
+            apiserver_changed: false,
+            written: None,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        match &self.outcome {
+            Outcome::Failed(_) => true,
+            Outcome::Skipped(s) => s.is_error,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub mode: Mode,
+    pub files: Vec<FileReport>,
+    /// Failures of the pass as a whole (not of one file).
+    pub errors: Vec<String>,
+    /// Directories given that hold no manifest at all.
+    pub empty_dirs: Vec<PathBuf>,
+}
+
+impl Report {
+    pub fn new(mode: Mode) -> Report {
+        Report {
+            mode,
+            files: Vec::new(),
+            errors: Vec::new(),
+            empty_dirs: Vec::new(),
+        }
+    }
+
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.files.iter().filter(|r| f(&r.outcome)).count()
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty() || self.files.iter().any(FileReport::is_error)
+    }
+
+    pub fn unpinned(&self) -> usize {
+        self.files
+            .iter()
+            .map(|r| match r.outcome {
+                Outcome::Unpinned(n) => n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// `4 files: 3 pinned, 1 unchanged, 0 failed` (plus skipped when any).
+    pub fn summary(&self) -> String {
+        let mode = self.mode;
+        let n = self.files.len();
+        let failed = self.count(|o| matches!(o, Outcome::Failed(_)));
+        let skipped = self.count(|o| matches!(o, Outcome::Skipped(_)));
+        let unchanged = self.count(|o| matches!(o, Outcome::Unchanged));
+        let mut s = match mode {
+            Mode::Check => {
+                let images = self.unpinned();
+                format!(
+                    "{}: {} with unpinned images ({}), {unchanged} already pinned",
+                    plural(n, "file", "files"),
+                    self.count(|o| matches!(o, Outcome::Unpinned(_))),
+                    plural(images, "image", "images"),
+                )
+            }
+            Mode::Apply | Mode::DryRun => format!(
+                "{}: {} {}, {unchanged} unchanged",
+                plural(n, "file", "files"),
+                self.count(|o| matches!(o, Outcome::Changed { pinned, .. } if *pinned > 0)),
+                if mode == Mode::DryRun {
+                    "would be pinned"
+                } else {
+                    "pinned"
+                }
+            ),
+        };
+        // Files whose only change is the admission wiring.
+        let wired = self.count(|o| {
+            matches!(
+                o,
+                Outcome::Changed {
+                    pinned: 0,
+                    wired: true
+                }
+            )
+        });
+        if wired > 0 {
+            let verb = if mode == Mode::DryRun {
+                "would be wired"
+            } else {
+                "wired"
+            };
+            s.push_str(&format!(", {wired} {verb} for admission"));
+        }
+        if skipped > 0 {
+            s.push_str(&format!(", {skipped} skipped"));
+        }
+        s.push_str(&format!(", {failed} failed"));
+        s
+    }
+
+    /// The human report: one line per file on stdout (with `file:line` for
+    /// each image changed or failing), errors on stderr, then the summary.
+    pub fn print_text(&self) {
+        let mode = self.mode;
+        for dir in &self.empty_dirs {
+            println!("no manifests in {}", dir.display());
+        }
+        for f in &self.files {
+            let path = f.path.display();
+            if let Some(diff) = &f.diff {
+                print!("{diff}");
+            }
+            let would = mode == Mode::DryRun;
+            match &f.outcome {
+                Outcome::Unpinned(_) => {
+                    for i in &f.images {
+                        println!("{path}:{}: {} is not pinned to a digest", i.line, i.image);
+                    }
+                }
+                Outcome::Changed { pinned: 0, .. } if would => {
+                    println!("{path}: would wire admission")
+                }
+                Outcome::Changed { pinned: 0, .. } => println!("{path}: admission wired"),
+                Outcome::Changed { pinned, wired } => {
+                    let verb = if would { "would pin" } else { "pinned" };
+                    let and = match (wired, would) {
+                        (true, true) => ", would wire admission",
+                        (true, false) => ", admission wired",
+                        _ => "",
+                    };
+                    println!("{path}: {verb} {pinned}{and}");
+                }
+                Outcome::Unchanged if f.images.is_empty() && mode != Mode::Check => {
+                    println!("{path}: unchanged (no images)")
+                }
+                Outcome::Unchanged => println!("{path}: already pinned"),
+                Outcome::Skipped(s) => println!("{path}: skipped ({})", s.reason),
+                Outcome::Failed(FileError::Scan(why)) => {
+                    println!("{path}: failed");
+                    eprintln!("staticpin: {why}");
+                }
+                Outcome::Failed(why) => {
+                    println!("{path}: failed");
+                    eprintln!("staticpin: {path}: {why}");
+                }
+            }
+            if !matches!(f.outcome, Outcome::Unpinned(_)) {
+                for i in &f.images {
+                    match (&i.pinned, &i.error) {
+                        (Some(new), _) => println!("  {path}:{}: {} -> {new}", i.line, i.image),
+                        (_, Some(e)) => println!("  {path}:{}: {}: {}", i.line, i.image, e.kind),
+                        _ => {}
+                    }
+                }
+            }
+            for note in &f.admission {
+                println!("  {note}");
+            }
+        }
+        for e in &self.errors {
+            eprintln!("staticpin: {e}");
+        }
+        println!("{}", self.summary());
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl Serialize for ImageReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("line", &self.line)?;
+        m.serialize_entry("image", &self.image)?;
+        m.serialize_entry("pinned", &self.pinned)?;
+        m.serialize_entry("error", &self.error.as_ref().map(ToString::to_string))?;
+        if let Some(e) = &self.error {
+            m.serialize_entry("errorKind", e.kind.as_str())?;
+            m.serialize_entry("transient", &e.kind.is_transient())?;
+        }
+        m.end()
+    }
+}
+
+/// A file in the report, with the mode that decides "pinned" vs "would-pin".
+struct FileJson<'a>(&'a FileReport, Mode);
+
+impl Serialize for FileJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let FileJson(f, mode) = self;
+        let (status, reason) = match &f.outcome {
+            Outcome::Changed { .. } if *mode == Mode::DryRun => ("would-pin", None),
+            Outcome::Changed { .. } => ("pinned", None),
+            Outcome::Unchanged => ("unchanged", None),
+            Outcome::Unpinned(_) => ("unpinned", None),
+            Outcome::Skipped(s) => ("skipped", Some(s.reason.clone())),
+            Outcome::Failed(w) => ("failed", Some(w.to_string())),
+        };
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("path", &f.path)?;
+        m.serialize_entry("status", status)?;
+        m.serialize_entry("reason", &reason)?;
+        m.serialize_entry("images", &f.images)?;
+        m.serialize_entry("backup", &f.backup)?;
+        m.serialize_entry("diff", &f.diff)?;
+        m.serialize_entry("admission", &f.admission)?;
+        m.serialize_entry(
+            "wired",
+            &matches!(f.outcome, Outcome::Changed { wired: true, .. }),
+        )?;
+        if let Outcome::Failed(e) = &f.outcome {
+            m.serialize_entry("transient", &e.is_transient())?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Report {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let files: Vec<FileJson<'_>> = self.files.iter().map(|f| FileJson(f, self.mode)).collect();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("files", &files)?;
+        m.serialize_entry("summary", &self.summary())?;
+        m.serialize_entry("failed", &self.has_errors())?;
+        m.serialize_entry("errors", &self.errors)?;
+        m.end()
+    }
+}
