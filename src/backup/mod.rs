@@ -881,6 +881,46 @@ mod tests {
         assert_eq!(fs::read(&real).unwrap(), b"before");
     }
 
+    /// Runs recorded before indexes noted what was written can only be
+    /// undone by force: nothing shows the file still holds the run's bytes.
+    #[test]
+    fn a_version_1_run_needs_force() {
+        let (_tmp, manifests, store) = layout();
+        let manifest = manifests.join("etcd.yaml");
+        fs::write(&manifest, b"pinned").unwrap();
+        let run = store.root().join("20200101T000000.000000Z");
+        fs::create_dir_all(&run).unwrap();
+        fs::set_permissions(store.root(), Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&run, Permissions::from_mode(0o700)).unwrap();
+        let index = format!(
+            r#"{{"version":1,"backups":[{{"backup":"etcd.yaml","original":{0:?},"resolved":{0:?}}}]}}"#,
+            manifest.display().to_string()
+        );
+        for (name, bytes) in [("index.json", index.as_bytes()), ("etcd.yaml", b"original")] {
+            fs::write(run.join(name), bytes).unwrap();
+            fs::set_permissions(run.join(name), Permissions::from_mode(0o600)).unwrap();
+        }
+        let refused = undo_in(&store, &manifests).unwrap();
+        match &refused.files[0].1 {
+            FileUndo::Refused(why) => assert!(why.contains("older staticpin"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&manifest).unwrap(), b"pinned");
+        let forced = store
+            .undo(&UndoRequest {
+                run: Some("20200101T000000.000000Z".into()),
+                scope: Scope::Confined(manifests.clone()),
+                force: true,
+            })
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            forced.files[0].1,
+            FileUndo::Restored { forced: true, .. }
+        ));
+        assert_eq!(fs::read(&manifest).unwrap(), b"original");
+    }
+
     #[test]
     fn a_corrupt_index_is_an_error_naming_it() {
         let (_tmp, manifests, store) = layout();

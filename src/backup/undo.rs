@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::{
     format_timestamp, parse_run_name, read_index, scope_forms, sha256_hex, trust, write_index,
-    BackupStore, ImageChange, IndexEntry,
+    BackupStore, ImageChange, Index, IndexEntry,
 };
 use crate::fsutil::{self, FsError, WriteOutcome};
 
@@ -135,33 +135,8 @@ impl BackupStore {
             e.restored.is_none() && (matches!(req.scope, Scope::Confined(_)) || in_scope(e))
         };
 
-        let runs = self.runs()?;
-        let (run, mut index) = match &req.run {
-            Some(name) => {
-                let Some(run) = runs.into_iter().find(|r| &r.name == name) else {
-                    if parse_run_name(name).is_some() && self.root.join(name).is_dir() {
-                        return Err(UndoError::Future { run: name.clone() });
-                    }
-                    return Err(self.no_such_run(name));
-                };
-                let index = read_index(&run.path)?.unwrap_or_default();
-                (run, index)
-            }
-            None => {
-                let mut found = None;
-                for run in runs.into_iter().rev() {
-                    if let Some(index) = read_index(&run.path)? {
-                        if index.backups.iter().any(wanted) {
-                            found = Some((run, index));
-                            break;
-                        }
-                    }
-                }
-                match found {
-                    Some(f) => f,
-                    None => return Ok(None),
-                }
-            }
+        let Some((run, mut index)) = self.select(req.run.as_deref(), &wanted)? else {
+            return Ok(None);
         };
         if !index.backups.iter().any(wanted) {
             return Ok(None);
@@ -194,6 +169,35 @@ impl BackupStore {
             run: run.name,
             files,
         }))
+    }
+
+    /// The named run, or the newest with an entry `wanted`.
+    fn select(
+        &self,
+        name: Option<&str>,
+        wanted: &dyn Fn(&IndexEntry) -> bool,
+    ) -> Result<Option<(super::RunDir, Index)>, UndoError> {
+        let runs = self.runs()?;
+        let Some(name) = name else {
+            for run in runs.into_iter().rev() {
+                if let Some(index) = read_index(&run.path)? {
+                    if index.backups.iter().any(wanted) {
+                        return Ok(Some((run, index)));
+                    }
+                }
+            }
+            return Ok(None);
+        };
+        let Some(run) = runs.into_iter().find(|r| r.name == name) else {
+            if parse_run_name(name).is_some() && self.root.join(name).is_dir() {
+                return Err(UndoError::Future {
+                    run: name.to_string(),
+                });
+            }
+            return Err(self.no_such_run(name));
+        };
+        let index = read_index(&run.path)?.unwrap_or_default();
+        Ok(Some((run, index)))
     }
 
     fn no_such_run(&self, run: &str) -> UndoError {

@@ -393,3 +393,68 @@ impl Serialize for Report {
         m.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ErrorKind;
+
+    fn file(outcome: Outcome) -> FileReport {
+        FileReport::new(Path::new("/m/a.yaml"), outcome)
+    }
+
+    #[test]
+    fn summaries_say_one_thing_per_word() {
+        let mut r = Report::new(Mode::Check);
+        r.files = vec![file(Outcome::Unpinned(1)), file(Outcome::Unchanged)];
+        assert_eq!(
+            r.summary(),
+            "2 files: 1 with unpinned images (1 image), 1 already pinned, 0 failed"
+        );
+        let mut r = Report::new(Mode::DryRun);
+        r.files = vec![
+            file(Outcome::Changed {
+                pinned: 2,
+                wired: true,
+            }),
+            file(Outcome::Changed {
+                pinned: 0,
+                wired: true,
+            }),
+        ];
+        assert_eq!(
+            r.summary(),
+            "2 files: 1 would be pinned, 0 unchanged, 1 would be wired for admission, 0 failed"
+        );
+    }
+
+    #[test]
+    fn json_keeps_the_error_kind() {
+        let err = ResolveError {
+            image: "r.io/a:v1".into(),
+            registry: "r.io".into(),
+            kind: ErrorKind::Timeout,
+            detail: "slow".into(),
+        };
+        let mut f = file(Outcome::Failed(FileError::Resolve(vec![err.clone()])));
+        f.images.push(ImageReport {
+            line: 7,
+            image: "r.io/a:v1".into(),
+            pinned: None,
+            error: Some(err),
+        });
+        let mut r = Report::new(Mode::Apply);
+        r.files.push(f);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["failed"], true);
+        let f = &v["files"][0];
+        assert_eq!(f["status"], "failed");
+        assert_eq!(f["transient"], true);
+        assert_eq!(f["images"][0]["line"], 7);
+        assert_eq!(f["images"][0]["errorKind"], "timeout");
+        assert!(f["reason"]
+            .as_str()
+            .unwrap()
+            .contains("(registry r.io): timeout: slow"));
+    }
+}
