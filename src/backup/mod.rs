@@ -692,6 +692,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dot_dot_path_is_not_inside_the_manifest_directory() {
+        let (tmp, manifests, store) = layout();
+        fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+        let outside = tmp.path().join("elsewhere/outside.yaml");
+        fs::write(&outside, b"after").unwrap();
+        let sneaky = manifests.join("../elsewhere/outside.yaml");
+        store
+            .begin_run()
+            .save(&sneaky, &change(b"before", b"after"))
+            .unwrap();
+        let undone = undo_in(&store, &manifests).unwrap();
+        match &undone.files[0].1 {
+            FileUndo::Refused(why) => {
+                assert!(why.contains("outside the manifest directory"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"after");
+    }
+
+    #[test]
     fn withdrawn_saves_leave_no_trace() {
         let (_tmp, manifests, store) = layout();
         let mut run = store.begin_run();

@@ -6,7 +6,7 @@
 //! that. Such a file is refused with the reason unless forced. Restores are
 //! compare-and-swap writes, so a change racing the restore also stands.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{
@@ -126,10 +126,14 @@ impl BackupStore {
             Scope::Confined(p) | Scope::Only(p) => p,
         };
         let forms = scope_forms(scope_path)?;
+        // `..` would let a path start with the scope and still leave it.
         let in_scope = |e: &IndexEntry| {
-            forms
-                .iter()
-                .any(|s| e.original.starts_with(s) || e.resolved.starts_with(s))
+            let plain = |p: &Path| !p.components().any(|c| c == Component::ParentDir);
+            plain(&e.original)
+                && plain(&e.resolved)
+                && forms
+                    .iter()
+                    .any(|s| e.original.starts_with(s) || e.resolved.starts_with(s))
         };
         let wanted = |e: &IndexEntry| {
             e.restored.is_none() && (matches!(req.scope, Scope::Confined(_)) || in_scope(e))

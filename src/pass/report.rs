@@ -390,6 +390,7 @@ impl Serialize for Report {
         m.serialize_entry("summary", &self.summary())?;
         m.serialize_entry("failed", &self.has_errors())?;
         m.serialize_entry("errors", &self.errors)?;
+        m.serialize_entry("noManifestsIn", &self.empty_dirs)?;
         m.end()
     }
 }
