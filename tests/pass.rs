@@ -103,6 +103,18 @@ fn a_second_writer_waits_for_the_lock_and_gives_up_naming_the_holder() {
     assert_eq!(check.code, Some(1), "{check}");
     let doctor = node.run("doctor", &[]);
     assert!(doctor.code.is_some(), "{doctor}");
+    // A dry run over a file that needs no registry shows the lock is not
+    // what it waits for.
+    let pinned_dir = node.path("pinned");
+    std::fs::create_dir(&pinned_dir).unwrap();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    std::fs::write(
+        pinned_dir.join("etcd.yaml"),
+        pod("etcd", &format!("{image}@{digest}"), "x"),
+    )
+    .unwrap();
+    let dry = node.run("pin", &["--dry-run", pinned_dir.to_str().unwrap()]);
+    assert_eq!(dry.code, Some(0), "{dry}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "read-only runs waited for the lock: {:?}",
