@@ -7,12 +7,12 @@
 //! to be written if that root sits inside the manifest's directory.
 //!
 //! Each run that changes something gets one directory named by its UTC
-//! start time ([`stamp`]). Its `index.json` records, per file, the original
+//! start time (module `stamp`). Its `index.json` records, per file, the original
 //! path, the sha256 of the bytes before and of the bytes the run wrote, and
 //! the images it changed. A file whose write did not happen is withdrawn
 //! from the index again, and a run left with nothing is removed, so every
 //! run on disk changed something. [`undo`] restores a run only over files
-//! that still hold what it wrote; [`trust`] decides whether the tree may be
+//! that still hold what it wrote; module `trust` decides whether the tree may be
 //! believed at all.
 
 mod stamp;
