@@ -462,10 +462,18 @@ fn kubelet_search_path_first_parsable_file_wins() {
     assert_eq!(out.code, 2, "HOME/.docker/config.json should win: {out}");
     assert!(out.failure(&f.image).contains(": unauthorized: "), "{out}");
 
-    // cwd/config.json comes before HOME; files are not merged.
+    // kubelet runs in `/`: a config.json in the caller's working directory
+    // (perhaps one another user controls) is never read.
     docker_config(&sb.path("cwd").join("config.json"), &[(host, USER, PASS)]);
     let out = sb.resolve(&[&f.image]);
-    assert_eq!(out.code, 0, "cwd/config.json should win: {out}");
+    assert_eq!(out.code, 2, "cwd/config.json must be ignored: {out}");
+    assert!(out.failure(&f.image).contains(": unauthorized: "), "{out}");
+    docker_config(
+        &sb.path("home").join(".docker/config.json"),
+        &[(host, USER, PASS)],
+    );
+    let out = sb.resolve(&[&f.image]);
+    assert_eq!(out.code, 0, "HOME/.docker/config.json: {out}");
 
     // An unparsable file is skipped; the kubelet root dir comes first.
     std::fs::write(sb.path("kubelet").join("config.json"), "{ not json").unwrap();
@@ -484,6 +492,49 @@ fn kubelet_search_path_first_parsable_file_wins() {
         "kubelet root dir config.json should win: {out}"
     );
     out.assert_no_leak(&[WRONG, PASS]);
+}
+
+#[test]
+fn malformed_docker_configs_never_echo_secrets() {
+    let secret_b64 = STANDARD.encode("admin:Very-SECRET-9");
+    let cases = [
+        json!({"auths": {"reg.example": secret_b64}}),
+        json!({"auths": {"reg.example": {"auth": 31415926535u64}}}),
+        json!({"auths": {"reg.example": {"username": "u", "password": 27182818284u64}}}),
+        json!({"auths": {"reg.example": {"username": "u", "password": ["Very-SECRET-9"]}}}),
+        json!({"auths": [secret_b64]}),
+        json!({"auths": {"reg.example": {"auth": STANDARD.encode("no-colon-Very-SECRET-9")}}}),
+    ];
+    let secrets = [
+        secret_b64.as_str(),
+        "Very-SECRET-9",
+        "31415926535",
+        "27182818284",
+    ];
+    let sb = Sandbox::new();
+    for (i, value) in cases.iter().enumerate() {
+        let cfg = sb.config_raw(&format!("c{i}.json"), value);
+        // Named explicitly: a fatal error naming the file.
+        let out = sb.resolve(&["--docker-config", &cfg, "127.0.0.1:1/app:v1"]);
+        assert_eq!(out.code, 2, "{value}: {out}");
+        assert!(out.stderr.contains(&cfg), "names the file: {out}");
+        out.assert_no_leak(&secrets);
+        // Found by kubelet's search: a warning, and the run goes on.
+        docker_config_raw(&sb.path("kubelet").join("config.json"), value);
+        let out = sb.resolve(&["-v", "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+        assert_eq!(out.code, 0, "{value}: {out}");
+        assert!(out.stderr.contains("skipping docker config"), "{out}");
+        out.assert_no_leak(&secrets);
+    }
+    // Legacy .dockercfg: the bare map.
+    std::fs::remove_file(sb.path("kubelet").join("config.json")).unwrap();
+    docker_config_raw(
+        &sb.path("kubelet").join(".dockercfg"),
+        &json!({"reg.example": secret_b64}),
+    );
+    let out = sb.resolve(&["-v", "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+    assert!(out.stderr.contains(".dockercfg"), "{out}");
+    out.assert_no_leak(&secrets);
 }
 
 #[test]
