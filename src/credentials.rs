@@ -439,7 +439,11 @@ mod tests {
         std::fs::create_dir_all(home.join(".docker")).unwrap();
         let paths = search_paths(&root, Some(&home));
         assert_eq!(paths[0], root.join("config.json"));
-        assert_eq!(paths[1], Path::new("/config.json"), "kubelet's cwd, not ours");
+        assert_eq!(
+            paths[1],
+            Path::new("/config.json"),
+            "kubelet's cwd, not ours"
+        );
         assert_eq!(paths[2], home.join(".docker/config.json"));
         assert_eq!(paths[4], root.join(".dockercfg"));
         let cwd = std::env::current_dir().unwrap();
@@ -463,8 +467,14 @@ mod tests {
         for (text, legacy) in [
             (format!(r#"{{"auths":{{"h":"{secret}"}}}}"#), false),
             (r#"{"auths":{"h":{"auth":123456789}}}"#.to_string(), false),
-            (r#"{"auths":{"h":{"password":987654321}}}"#.to_string(), false),
-            (r#"{"auths":{"h":{"password":{"x":"hunter2"}}}}"#.to_string(), false),
+            (
+                r#"{"auths":{"h":{"password":987654321}}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"auths":{"h":{"password":{"x":"hunter2"}}}}"#.to_string(),
+                false,
+            ),
             (format!(r#"{{"h":"{secret}"}}"#), true),
             (format!(r#"{{"auths":["{secret}"]}}"#), false),
             (format!(r#"{{"auths":{{"h":{{"auth":"{secret}" "#), false),

@@ -341,18 +341,26 @@ fn html_error_page_with_200_is_not_a_manifest() {
         ("text/html; charset=utf-8", None),
         (MT_OCI_MANIFEST, Some(sha256_digest(page.as_bytes()))),
     ] {
-        let (f, out, image) =
-            resolve_against(FaultStep::manifest(page.as_bytes(), content_type, digest.as_deref()));
+        let (f, out, image) = resolve_against(FaultStep::manifest(
+            page.as_bytes(),
+            content_type,
+            digest.as_deref(),
+        ));
         let line = assert_refused(&f, &out, &image, "protocol error");
         assert!(line.contains("not a manifest"), "{line}");
         assert!(line.contains("<!DOCTYPE html>"), "quotes the start: {line}");
-        assert!(line.len() < 700, "quoted body not cut ({} bytes): {line}", line.len());
+        assert!(
+            line.len() < 700,
+            "quoted body not cut ({} bytes): {line}",
+            line.len()
+        );
     }
 }
 
 #[test]
 fn json_that_is_no_manifest_is_refused() {
-    let errors = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+    let errors =
+        br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
     for (body, ct) in [
         (errors.to_vec(), "application/json"),
         (errors.to_vec(), MT_OCI_MANIFEST),
@@ -414,7 +422,8 @@ fn sha512_digests_are_verified_and_then_refused() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let honest = format!("sha512:{hex}");
-    let (f, out, image) = resolve_against(FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&honest)));
+    let (f, out, image) =
+        resolve_against(FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&honest)));
     let line = assert_refused(&f, &out, &image, "protocol error");
     assert!(line.contains("sha512") && line.contains("sha256"), "{line}");
 
@@ -723,13 +732,18 @@ fn cross_origin_redirect_target_challenge_never_gets_the_registry_credentials() 
         .find(|r| r.path.contains("/manifests/"))
         .expect("asked the registry");
     assert!(
-        at_a.header("authorization").is_some_and(|a| a.starts_with("Basic ")),
+        at_a.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic ")),
         "the registry itself gets its credentials: {at_a:?}"
     );
     // The target's own challenge may be answered anonymously.
     assert_eq!(out.code, 0, "{out}\nA:\n{}\nB: {:?}", f.log(), b.requests());
     assert_eq!(out.stdout.trim(), format!("{image}@{digest}"));
-    let token_req = b.requests().into_iter().find(|r| r.path.starts_with("/token")).unwrap();
+    let token_req = b
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/token"))
+        .unwrap();
     assert!(token_req.header("authorization").is_none(), "{token_req:?}");
     let last = b.requests().into_iter().last().unwrap();
     assert_eq!(last.header("authorization"), Some("Bearer token-of-b"));
@@ -741,7 +755,11 @@ fn redirect_to_another_origin_carries_no_authorization_nor_hosts_toml_headers() 
     let b = other_origin();
     let body = manifest_body();
     let digest = sha256_digest(&body);
-    b.set_script(vec![FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&digest))]);
+    b.set_script(vec![FaultStep::manifest(
+        &body,
+        MT_OCI_MANIFEST,
+        Some(&digest),
+    )]);
     let target = format!("{}/v2/app/x/manifests/v1", b.url());
     let f = Faulty::start(vec![
         FaultStep::unauthorized(r#"Basic realm="a""#),
@@ -895,6 +913,9 @@ fn the_whole_run_has_a_deadline() {
     ]);
     assert_eq!(out.code, 2, "{out}");
     let line = out.failure(&image);
-    assert!(line.contains(": timeout: ") && line.contains("deadline"), "{line}");
+    assert!(
+        line.contains(": timeout: ") && line.contains("deadline"),
+        "{line}"
+    );
     assert!(out.elapsed < Duration::from_secs(6), "{out}");
 }

@@ -532,7 +532,10 @@ fn malformed_docker_configs_never_echo_secrets() {
         &sb.path("kubelet").join(".dockercfg"),
         &json!({"reg.example": secret_b64}),
     );
-    let out = sb.resolve(&["-v", "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+    let out = sb.resolve(&[
+        "-v",
+        "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
     assert!(out.stderr.contains(".dockercfg"), "{out}");
     out.assert_no_leak(&secrets);
 }
@@ -945,6 +948,58 @@ fn token_is_fetched_once_for_two_tags_of_one_repository() {
     );
 }
 
+#[test]
+fn redirect_to_a_token_registry_is_answered_only_anonymously() {
+    // Another origin redirects to the real token registry. The credentials
+    // configured for that origin are valid at the issuer too, so sending
+    // them there would "work": the issuer's log proves they never arrive.
+    let f = token_fixture(true);
+    let origin = FaultServer::start(vec![FaultStep::status(500)]);
+    origin.set_script(vec![
+        FaultStep::unauthorized(r#"Basic realm="origin""#),
+        FaultStep::redirect(
+            307,
+            &format!("https://{}/v2/team/app/manifests/v1", f.reg.host),
+        ),
+    ]);
+    let sb = f.sandbox();
+    let ns = sb.certs().join(&origin.host);
+    std::fs::create_dir_all(&ns).unwrap();
+    std::fs::write(
+        ns.join("hosts.toml"),
+        format!("server = \"http://{}\"\n", origin.host),
+    )
+    .unwrap();
+    let cfg = sb.config("config.json", &[(&origin.host, TOKEN_USER, TOKEN_PASS)]);
+    let image = format!("{}/team/app:v1", origin.host);
+    let seen = f.issuer.request_log().len();
+    let out = sb.resolve(&["--docker-config", &cfg, &image]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_pinned(&out, &[(&image, &f.v1_digest)]);
+    let log = f.issuer.request_log();
+    assert!(!log[seen..].is_empty());
+    assert!(
+        log[seen..].iter().all(|r| r.user.is_none()),
+        "{:?}",
+        &log[seen..]
+    );
+
+    f.issuer.set_allow_anonymous(false);
+    let seen = f.issuer.request_log().len();
+    let image = format!("{}/team/app:v2", origin.host);
+    let out = sb.resolve(&["--docker-config", &cfg, &image]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.failure(&image).contains(": unauthorized: "), "{out}");
+    assert!(
+        f.issuer.request_log()[seen..]
+            .iter()
+            .all(|r| r.user.is_none()),
+        "{:?}",
+        f.issuer.request_log()
+    );
+    out.assert_no_leak(&[TOKEN_PASS]);
+}
+
 // ---------------------------------------------------------------------------
 // CLI surface
 
@@ -971,6 +1026,7 @@ fn help_and_version() {
         "--connect-timeout",
         "--retries",
         "--concurrency",
+        "--deadline",
         "--output",
     ] {
         assert!(

@@ -349,7 +349,9 @@ impl HttpResolver {
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| protocol(format!("{current} answered {status} without a Location")))?;
+                .ok_or_else(|| {
+                    protocol(format!("{current} answered {status} without a Location"))
+                })?;
             let mut next = current.join(location).map_err(|e| {
                 protocol(format!(
                     "{current} redirected to {}, which is not a URL: {e}",
@@ -361,7 +363,9 @@ impl HttpResolver {
             let _ = next.set_password(None);
             next.set_fragment(None);
             if !matches!(next.scheme(), "http" | "https") {
-                return Err(protocol(format!("{current} redirected to {next}, not HTTP")));
+                return Err(protocol(format!(
+                    "{current} redirected to {next}, not HTTP"
+                )));
             }
             if seen.contains(&next) {
                 return Err(protocol(format!(
@@ -425,7 +429,10 @@ impl HttpResolver {
                 let mut value = HeaderValue::from_str(v).map_err(|_| {
                     Failure::new(
                         ErrorKind::Config,
-                        format!("hosts.toml header {} has an invalid value", super::excerpt(k)),
+                        format!(
+                            "hosts.toml header {} has an invalid value",
+                            super::excerpt(k)
+                        ),
                     )
                 })?;
                 // Header values may be tokens: keep them out of trace logs.

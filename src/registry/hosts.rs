@@ -169,8 +169,8 @@ fn check_url(url: &str) -> Result<(), String> {
             super::excerpt(url)
         ));
     }
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("host {} is not a URL: {e}", super::excerpt(url)))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("host {} is not a URL: {e}", super::excerpt(url)))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         let scheme = parsed.scheme();
         let shown = match url.split_once("://").and_then(|(_, r)| r.rsplit_once('@')) {
@@ -183,10 +183,16 @@ fn check_url(url: &str) -> Result<(), String> {
         ));
     }
     if parsed.query().is_some() || url.contains('?') {
-        return Err(format!("host {} must not contain a query", super::excerpt(url)));
+        return Err(format!(
+            "host {} must not contain a query",
+            super::excerpt(url)
+        ));
     }
     if parsed.fragment().is_some() || url.contains('#') {
-        return Err(format!("host {} must not contain a fragment", super::excerpt(url)));
+        return Err(format!(
+            "host {} must not contain a fragment",
+            super::excerpt(url)
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("host {} has no host name", super::excerpt(url)));

@@ -120,7 +120,13 @@ pub(crate) fn check_claim(claimed: &Digest, body: &[u8], sha256: &Digest) -> Res
 /// The media type of `body` if it is a manifest staticpin may pin, or why not.
 pub(crate) fn manifest_type(body: &[u8], content_type: Option<&str>) -> Result<String, Failure> {
     let header = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .filter(|c| !c.is_empty());
     let not_manifest = |why: &str| {
         Failure::new(
