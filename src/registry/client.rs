@@ -350,11 +350,15 @@ impl HttpResolver {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    protocol(format!("{current} answered {status} without a Location"))
+                    protocol(format!(
+                        "{} answered {status} without a Location",
+                        super::excerpt(current.as_str())
+                    ))
                 })?;
             let mut next = current.join(location).map_err(|e| {
                 protocol(format!(
-                    "{current} redirected to {}, which is not a URL: {e}",
+                    "{} redirected to {}, which is not a URL: {e}",
+                    super::excerpt(current.as_str()),
                     super::excerpt(location)
                 ))
             })?;
@@ -364,17 +368,22 @@ impl HttpResolver {
             next.set_fragment(None);
             if !matches!(next.scheme(), "http" | "https") {
                 return Err(protocol(format!(
-                    "{current} redirected to {next}, not HTTP"
+                    "{} redirected to {}, not HTTP",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
                 )));
             }
             if seen.contains(&next) {
                 return Err(protocol(format!(
-                    "redirect loop: {current} redirected back to {next}"
+                    "redirect loop: {} redirected back to {}",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
                 )));
             }
             if seen.len() > MAX_REDIRECTS {
                 return Err(protocol(format!(
-                    "more than {MAX_REDIRECTS} redirects, the last to {next}"
+                    "more than {MAX_REDIRECTS} redirects, the last to {}",
+                    super::excerpt(next.as_str())
                 )));
             }
             if current.scheme() == "https"
@@ -382,14 +391,19 @@ impl HttpResolver {
                 && !self.is_insecure(&authority(&next))
             {
                 return Err(protocol(format!(
-                    "{current} redirected to plain HTTP {next}; refusing the downgrade"
+                    "{} redirected to plain HTTP {}; refusing the downgrade",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
                 )));
             }
             if origin(&next) == home {
                 hop_client = client.clone();
                 hop_headers = headers.clone();
             } else {
-                tracing::debug!("{current} redirected to another origin: {next}");
+                tracing::debug!(
+                    "{} redirected to another origin: {next}",
+                    super::excerpt(current.as_str())
+                );
                 hop_client = self.foreign_client(&authority(&next))?;
                 hop_headers = HeaderMap::new();
                 if let Some(accept) = headers.get(ACCEPT) {

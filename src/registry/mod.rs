@@ -254,27 +254,31 @@ pub(crate) fn excerpt(text: &str) -> String {
 }
 
 /// Sorts a transport error into a failure class, with the readable chain of
-/// causes (rustls hides inside io errors). One classifier for every HTTP
-/// client staticpin runs; `health` is to call this too.
+/// causes (the top-level "error sending request" alone does not say what to
+/// fix). One classifier for every HTTP client staticpin runs: `health` keeps
+/// a drifted copy (`describe`) that is to call this instead. A timeout is
+/// [`ErrorKind::Timeout`], any rustls failure (or a handshake that met plain
+/// HTTP) [`ErrorKind::Tls`], everything else [`ErrorKind::Connect`], which
+/// the registry client retries.
 pub fn classify_transport(e: &reqwest::Error) -> (ErrorKind, String) {
     let mut chain: Vec<String> = Vec::new();
     let mut tls = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            tls = true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            // io::Error hides its payload from source(); look inside.
-            if let Some(inner) = io.get_ref() {
-                if inner.downcast_ref::<rustls::Error>().is_some() {
-                    tls = true;
-                }
+        tls |= err.downcast_ref::<rustls::Error>().is_some();
+        // io::Error hides its payload from source(), and hyper-rustls wraps
+        // tokio-rustls' io::Error(rustls::Error) in another io::Error: look
+        // inside, all the way down.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|e| e.get_ref()) {
+            tls |= inner.downcast_ref::<rustls::Error>().is_some();
+            io = inner.downcast_ref::<std::io::Error>();
+            if io.is_none() {
                 chain.push(inner.to_string());
             }
         }
         let msg = err.to_string();
-        if !chain.iter().any(|c| c == &msg) {
+        if !chain.contains(&msg) {
             chain.push(msg);
         }
         source = err.source();
