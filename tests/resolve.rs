@@ -157,6 +157,69 @@ fn plain_http_single_and_multi_arch_match_skopeo() {
 }
 
 #[test]
+fn docker_v2_manifests_and_lists_pin_with_their_media_types() {
+    let tmp = tmpdir();
+    let reg = Registry::plain(&tmp.path().join("storage"));
+    let dir = tmp.path().join("layout");
+    let single = Layout::image(&dir, "single", "amd64", "docker-single");
+    push_as(
+        &single.dir,
+        "single",
+        &reg,
+        "app/dsingle",
+        "v1",
+        None,
+        Some("v2s2"),
+    );
+    let multi = Layout::index(&dir, "multi", &["amd64", "arm64"], "docker-multi");
+    push_as(
+        &multi.dir,
+        "multi",
+        &reg,
+        "app/dmulti",
+        "v1",
+        None,
+        Some("v2s2"),
+    );
+    let sb = Sandbox::new();
+    let images = [
+        format!("{}/app/dsingle:v1", reg.host),
+        format!("{}/app/dmulti:v1", reg.host),
+    ];
+    let before = reg.manifest_requests();
+    let out = sb.resolve(&[
+        "--insecure-registry",
+        &reg.host,
+        "-o",
+        "json",
+        &images[0],
+        &images[1],
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        reg.wait_manifest_requests(before + 2, Duration::from_secs(2)) - before,
+        2,
+        "one request per tag\n{}",
+        reg.log_contents()
+    );
+    let items = out.json();
+    for (item, (image, repo)) in items
+        .iter()
+        .zip(images.iter().zip(["app/dsingle", "app/dmulti"]))
+    {
+        let raw: Value = serde_json::from_slice(&oracle_manifest(&reg, repo, "v1", None)).unwrap();
+        assert_eq!(
+            item["digest"],
+            oracle_digest(&reg, repo, "v1", None).as_str(),
+            "{image}"
+        );
+        assert_eq!(item["mediaType"], raw["mediaType"], "{image}");
+    }
+    assert_eq!(items[0]["mediaType"], MT_DOCKER_MANIFEST, "{out}");
+    assert_eq!(items[1]["mediaType"], MT_DOCKER_LIST, "{out}");
+}
+
+#[test]
 fn plain_http_registry_not_marked_insecure_is_refused() {
     let f = plain_fixture();
     let before = f.reg.manifest_requests();
