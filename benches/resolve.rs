@@ -6,7 +6,8 @@
 //! registry.k8s.io's repository names, and measures, interleaved in one run
 //! (2 warm-ups, then the median of 15 repetitions), the wall time of:
 //!
-//! 1. the release `staticpin resolve` over the five images;
+//! 1. the release `staticpin resolve` over the five images (one GET per
+//!    image: it hashes and parses the manifest bytes it pins);
 //! 2. a `skopeo inspect --raw` loop over the same images;
 //! 3. ONE `curl --parallel --parallel-immediate -I` batch of the same five
 //!    HEAD requests (same Basic credentials, full Accept header, --cacert):

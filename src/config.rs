@@ -124,6 +124,8 @@ pub struct Fragment {
     pub timeout: Option<f64>,
     /// Seconds.
     pub connect_timeout: Option<f64>,
+    /// Seconds for the whole run's registry traffic.
+    pub deadline: Option<f64>,
     pub retries: Option<u32>,
     // Wider than the valid range so that 300 gets a range error naming the
     // limits rather than a bare "expected u16".
@@ -172,6 +174,7 @@ impl Fragment {
             insecure_registries: later.insecure_registries.or(self.insecure_registries),
             timeout: later.timeout.or(self.timeout),
             connect_timeout: later.connect_timeout.or(self.connect_timeout),
+            deadline: later.deadline.or(self.deadline),
             retries: later.retries.or(self.retries),
             concurrency: later.concurrency.or(self.concurrency),
             digest_only: later.digest_only.or(self.digest_only),
@@ -194,6 +197,7 @@ impl Fragment {
             ("insecureRegistries", self.insecure_registries.is_some()),
             ("timeout", self.timeout.is_some()),
             ("connectTimeout", self.connect_timeout.is_some()),
+            ("deadline", self.deadline.is_some()),
             ("retries", self.retries.is_some()),
             ("concurrency", self.concurrency.is_some()),
             ("digestOnly", self.digest_only.is_some()),
@@ -231,6 +235,7 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    pub deadline: Duration,
     pub retries: u32,
     pub concurrency: usize,
     pub digest_only: bool,
@@ -260,6 +265,7 @@ impl Default for Settings {
             insecure_registries: registry.insecure_registries,
             timeout: registry.request_timeout,
             connect_timeout: registry.connect_timeout,
+            deadline: registry.deadline,
             retries: registry.max_retries,
             concurrency: registry.concurrency,
             digest_only: false,
@@ -365,6 +371,7 @@ impl Settings {
             timeout: seconds("timeout", fragment.timeout)?.unwrap_or(defaults.timeout),
             connect_timeout: seconds("connectTimeout", fragment.connect_timeout)?
                 .unwrap_or(defaults.connect_timeout),
+            deadline: seconds("deadline", fragment.deadline)?.unwrap_or(defaults.deadline),
             retries: fragment.retries.unwrap_or(defaults.retries),
             concurrency,
             digest_only: fragment.digest_only.unwrap_or(defaults.digest_only),
@@ -917,7 +924,7 @@ mod tests {
         let (_, result, _etc) = check_text(
             "manifestDir: /m\nbackupDir: /b\nkeepBackups: 1\nlockFile: /l\ndockerConfig: /root/.docker/config.json\n\
              kubeletRootDir: /k\ncertsDirs: [/c]\ninsecureRegistries: ['reg.local:5000', '[::1]:5000']\n\
-             timeout: 2.5\nconnectTimeout: 1\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
+             timeout: 2.5\nconnectTimeout: 1\ndeadline: 90\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
              admission:\n  enabled: false\n  configFile: /a.yaml\n",
         );
         let s = result.unwrap();
@@ -934,6 +941,7 @@ mod tests {
                 insecure_registries: vec!["reg.local:5000".into(), "[::1]:5000".into()],
                 timeout: Duration::from_millis(2500),
                 connect_timeout: Duration::from_secs(1),
+                deadline: Duration::from_secs(90),
                 retries: 0,
                 concurrency: 256,
                 digest_only: true,

@@ -51,15 +51,17 @@ pub enum CredentialError {
     Parse { path: PathBuf, reason: String },
 }
 
+/// kubelet's working directory under systemd. kubelet searches its cwd, so
+/// staticpin searches this one and never the caller's: `sudo staticpin pin`
+/// run from a directory another user controls must not read their file.
+const KUBELET_CWD: &str = "/";
+
 /// kubelet's search order: every `config.json` location first, then every
 /// `.dockercfg` location. `root_dir` is kubelet's `--root-dir`.
-pub fn search_paths(root_dir: &Path, cwd: Option<&Path>, home: Option<&Path>) -> Vec<PathBuf> {
-    let mut json = vec![root_dir.join("config.json")];
-    let mut legacy = vec![root_dir.join(".dockercfg")];
-    if let Some(cwd) = cwd {
-        json.push(cwd.join("config.json"));
-        legacy.push(cwd.join(".dockercfg"));
-    }
+pub fn search_paths(root_dir: &Path, home: Option<&Path>) -> Vec<PathBuf> {
+    let cwd = Path::new(KUBELET_CWD);
+    let mut json = vec![root_dir.join("config.json"), cwd.join("config.json")];
+    let mut legacy = vec![root_dir.join(".dockercfg"), cwd.join(".dockercfg")];
     if let Some(home) = home {
         json.push(home.join(".docker").join("config.json"));
         legacy.push(home.join(".dockercfg"));
@@ -116,12 +118,11 @@ struct Entry {
 /// Parses `config.json` (`{"auths": {...}}`) or legacy `.dockercfg` (the bare map).
 /// Only `auths` matters: kubelet ignores credsStore/credHelpers/identitytoken.
 pub fn parse_config(bytes: &[u8], legacy: bool) -> Result<Keyring, String> {
-    // serde_json errors quote positions, never values, so they are safe to show.
     let auths: HashMap<String, Entry> = if legacy {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+        serde_json::from_slice(bytes).map_err(|e| json_error(&e))?
     } else {
         serde_json::from_slice::<ConfigJson>(bytes)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| json_error(&e))?
             .auths
     };
     let mut keyring = Keyring::default();
@@ -138,6 +139,23 @@ pub fn parse_config(bytes: &[u8], legacy: bool) -> Result<Keyring, String> {
     }
     keyring.finish();
     Ok(keyring)
+}
+
+/// A JSON error that is safe to print for a file holding secrets. serde's
+/// type errors quote the offending value (`invalid type: string "dXNlcjpw…"`
+/// or `integer `1234``), which here is an `auth` string or a password, so
+/// only the position and the kind of mistake are kept.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "invalid JSON",
+        Category::Eof => "unexpected end of the file",
+        Category::Data => {
+            "unexpected value (expected {\"auths\": {\"REGISTRY\": {\"auth\": \"BASE64\"}}} or username and password strings)"
+        }
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 fn decode_auth(auth: &str) -> Result<Credential, String> {
@@ -419,10 +437,19 @@ mod tests {
         let home = d.path().join("home");
         std::fs::create_dir_all(root.clone()).unwrap();
         std::fs::create_dir_all(home.join(".docker")).unwrap();
-        let paths = search_paths(&root, None, Some(&home));
+        let paths = search_paths(&root, Some(&home));
         assert_eq!(paths[0], root.join("config.json"));
-        assert_eq!(paths[1], home.join(".docker/config.json"));
-        assert_eq!(paths[3], root.join(".dockercfg"));
+        assert_eq!(
+            paths[1],
+            Path::new("/config.json"),
+            "kubelet's cwd, not ours"
+        );
+        assert_eq!(paths[2], home.join(".docker/config.json"));
+        assert_eq!(paths[4], root.join(".dockercfg"));
+        let cwd = std::env::current_dir().unwrap();
+        if cwd != Path::new("/") {
+            assert!(!paths.iter().any(|p| p.starts_with(&cwd)), "{paths:?}");
+        }
         std::fs::write(root.join("config.json"), "not json").unwrap();
         std::fs::write(
             home.join(".docker/config.json"),
@@ -432,6 +459,51 @@ mod tests {
         let (k, from) = discover(&paths);
         assert_eq!(from.unwrap(), home.join(".docker/config.json"));
         assert_eq!(k.lookup("r.io/x").len(), 1);
+    }
+
+    #[test]
+    fn malformed_configs_never_echo_values() {
+        let secret = "c2VjcmV0LXVzZXI6aHVudGVyMg==";
+        for (text, legacy) in [
+            (format!(r#"{{"auths":{{"h":"{secret}"}}}}"#), false),
+            (r#"{"auths":{"h":{"auth":123456789}}}"#.to_string(), false),
+            (
+                r#"{"auths":{"h":{"password":987654321}}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"auths":{"h":{"password":{"x":"hunter2"}}}}"#.to_string(),
+                false,
+            ),
+            (format!(r#"{{"h":"{secret}"}}"#), true),
+            (format!(r#"{{"auths":["{secret}"]}}"#), false),
+            (format!(r#"{{"auths":{{"h":{{"auth":"{secret}" "#), false),
+        ] {
+            let err = parse_config(text.as_bytes(), legacy).unwrap_err();
+            for s in [secret, "123456789", "987654321", "hunter2"] {
+                assert!(!err.contains(s), "{err}");
+            }
+            assert!(err.contains("line 1 column"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256), legacy: bool) {
+            let _ = parse_config(&bytes, legacy);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_json(
+            key in "[a-z0-9.:/*\\[\\]^?-]{0,20}",
+            auth in "[A-Za-z0-9+/=:]{0,40}",
+            user in ".{0,10}",
+        ) {
+            let text = serde_json::json!({"auths": {key.clone(): {"auth": auth, "username": user}}}).to_string();
+            if let Ok(k) = parse_config(text.as_bytes(), false) {
+                let _ = k.lookup(&format!("{key}/x"));
+            }
+        }
     }
 
     #[test]

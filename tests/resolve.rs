@@ -157,6 +157,69 @@ fn plain_http_single_and_multi_arch_match_skopeo() {
 }
 
 #[test]
+fn docker_v2_manifests_and_lists_pin_with_their_media_types() {
+    let tmp = tmpdir();
+    let reg = Registry::plain(&tmp.path().join("storage"));
+    let dir = tmp.path().join("layout");
+    let single = Layout::image(&dir, "single", "amd64", "docker-single");
+    push_as(
+        &single.dir,
+        "single",
+        &reg,
+        "app/dsingle",
+        "v1",
+        None,
+        Some("v2s2"),
+    );
+    let multi = Layout::index(&dir, "multi", &["amd64", "arm64"], "docker-multi");
+    push_as(
+        &multi.dir,
+        "multi",
+        &reg,
+        "app/dmulti",
+        "v1",
+        None,
+        Some("v2s2"),
+    );
+    let sb = Sandbox::new();
+    let images = [
+        format!("{}/app/dsingle:v1", reg.host),
+        format!("{}/app/dmulti:v1", reg.host),
+    ];
+    let before = reg.manifest_requests();
+    let out = sb.resolve(&[
+        "--insecure-registry",
+        &reg.host,
+        "-o",
+        "json",
+        &images[0],
+        &images[1],
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        reg.wait_manifest_requests(before + 2, Duration::from_secs(2)) - before,
+        2,
+        "one request per tag\n{}",
+        reg.log_contents()
+    );
+    let items = out.json();
+    for (item, (image, repo)) in items
+        .iter()
+        .zip(images.iter().zip(["app/dsingle", "app/dmulti"]))
+    {
+        let raw: Value = serde_json::from_slice(&oracle_manifest(&reg, repo, "v1", None)).unwrap();
+        assert_eq!(
+            item["digest"],
+            oracle_digest(&reg, repo, "v1", None).as_str(),
+            "{image}"
+        );
+        assert_eq!(item["mediaType"], raw["mediaType"], "{image}");
+    }
+    assert_eq!(items[0]["mediaType"], MT_DOCKER_MANIFEST, "{out}");
+    assert_eq!(items[1]["mediaType"], MT_DOCKER_LIST, "{out}");
+}
+
+#[test]
 fn plain_http_registry_not_marked_insecure_is_refused() {
     let f = plain_fixture();
     let before = f.reg.manifest_requests();
@@ -462,10 +525,18 @@ fn kubelet_search_path_first_parsable_file_wins() {
     assert_eq!(out.code, 2, "HOME/.docker/config.json should win: {out}");
     assert!(out.failure(&f.image).contains(": unauthorized: "), "{out}");
 
-    // cwd/config.json comes before HOME; files are not merged.
+    // kubelet runs in `/`: a config.json in the caller's working directory
+    // (perhaps one another user controls) is never read.
     docker_config(&sb.path("cwd").join("config.json"), &[(host, USER, PASS)]);
     let out = sb.resolve(&[&f.image]);
-    assert_eq!(out.code, 0, "cwd/config.json should win: {out}");
+    assert_eq!(out.code, 2, "cwd/config.json must be ignored: {out}");
+    assert!(out.failure(&f.image).contains(": unauthorized: "), "{out}");
+    docker_config(
+        &sb.path("home").join(".docker/config.json"),
+        &[(host, USER, PASS)],
+    );
+    let out = sb.resolve(&[&f.image]);
+    assert_eq!(out.code, 0, "HOME/.docker/config.json: {out}");
 
     // An unparsable file is skipped; the kubelet root dir comes first.
     std::fs::write(sb.path("kubelet").join("config.json"), "{ not json").unwrap();
@@ -484,6 +555,52 @@ fn kubelet_search_path_first_parsable_file_wins() {
         "kubelet root dir config.json should win: {out}"
     );
     out.assert_no_leak(&[WRONG, PASS]);
+}
+
+#[test]
+fn malformed_docker_configs_never_echo_secrets() {
+    let secret_b64 = STANDARD.encode("admin:Very-SECRET-9");
+    let cases = [
+        json!({"auths": {"reg.example": secret_b64}}),
+        json!({"auths": {"reg.example": {"auth": 31415926535u64}}}),
+        json!({"auths": {"reg.example": {"username": "u", "password": 27182818284u64}}}),
+        json!({"auths": {"reg.example": {"username": "u", "password": ["Very-SECRET-9"]}}}),
+        json!({"auths": [secret_b64]}),
+        json!({"auths": {"reg.example": {"auth": STANDARD.encode("no-colon-Very-SECRET-9")}}}),
+    ];
+    let secrets = [
+        secret_b64.as_str(),
+        "Very-SECRET-9",
+        "31415926535",
+        "27182818284",
+    ];
+    let sb = Sandbox::new();
+    for (i, value) in cases.iter().enumerate() {
+        let cfg = sb.config_raw(&format!("c{i}.json"), value);
+        // Named explicitly: a fatal error naming the file.
+        let out = sb.resolve(&["--docker-config", &cfg, "127.0.0.1:1/app:v1"]);
+        assert_eq!(out.code, 2, "{value}: {out}");
+        assert!(out.stderr.contains(&cfg), "names the file: {out}");
+        out.assert_no_leak(&secrets);
+        // Found by kubelet's search: a warning, and the run goes on.
+        docker_config_raw(&sb.path("kubelet").join("config.json"), value);
+        let out = sb.resolve(&["-v", "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
+        assert_eq!(out.code, 0, "{value}: {out}");
+        assert!(out.stderr.contains("skipping docker config"), "{out}");
+        out.assert_no_leak(&secrets);
+    }
+    // Legacy .dockercfg: the bare map.
+    std::fs::remove_file(sb.path("kubelet").join("config.json")).unwrap();
+    docker_config_raw(
+        &sb.path("kubelet").join(".dockercfg"),
+        &json!({"reg.example": secret_b64}),
+    );
+    let out = sb.resolve(&[
+        "-v",
+        "example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
+    assert!(out.stderr.contains(".dockercfg"), "{out}");
+    out.assert_no_leak(&secrets);
 }
 
 #[test]
@@ -894,6 +1011,58 @@ fn token_is_fetched_once_for_two_tags_of_one_repository() {
     );
 }
 
+#[test]
+fn redirect_to_a_token_registry_is_answered_only_anonymously() {
+    // Another origin redirects to the real token registry. The credentials
+    // configured for that origin are valid at the issuer too, so sending
+    // them there would "work": the issuer's log proves they never arrive.
+    let f = token_fixture(true);
+    let origin = FaultServer::start(vec![FaultStep::status(500)]);
+    origin.set_script(vec![
+        FaultStep::unauthorized(r#"Basic realm="origin""#),
+        FaultStep::redirect(
+            307,
+            &format!("https://{}/v2/team/app/manifests/v1", f.reg.host),
+        ),
+    ]);
+    let sb = f.sandbox();
+    let ns = sb.certs().join(&origin.host);
+    std::fs::create_dir_all(&ns).unwrap();
+    std::fs::write(
+        ns.join("hosts.toml"),
+        format!("server = \"http://{}\"\n", origin.host),
+    )
+    .unwrap();
+    let cfg = sb.config("config.json", &[(&origin.host, TOKEN_USER, TOKEN_PASS)]);
+    let image = format!("{}/team/app:v1", origin.host);
+    let seen = f.issuer.request_log().len();
+    let out = sb.resolve(&["--docker-config", &cfg, &image]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_pinned(&out, &[(&image, &f.v1_digest)]);
+    let log = f.issuer.request_log();
+    assert!(!log[seen..].is_empty());
+    assert!(
+        log[seen..].iter().all(|r| r.user.is_none()),
+        "{:?}",
+        &log[seen..]
+    );
+
+    f.issuer.set_allow_anonymous(false);
+    let seen = f.issuer.request_log().len();
+    let image = format!("{}/team/app:v2", origin.host);
+    let out = sb.resolve(&["--docker-config", &cfg, &image]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.failure(&image).contains(": unauthorized: "), "{out}");
+    assert!(
+        f.issuer.request_log()[seen..]
+            .iter()
+            .all(|r| r.user.is_none()),
+        "{:?}",
+        f.issuer.request_log()
+    );
+    out.assert_no_leak(&[TOKEN_PASS]);
+}
+
 // ---------------------------------------------------------------------------
 // CLI surface
 
@@ -920,6 +1089,7 @@ fn help_and_version() {
         "--connect-timeout",
         "--retries",
         "--concurrency",
+        "--deadline",
         "--output",
     ] {
         assert!(

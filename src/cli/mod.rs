@@ -121,6 +121,10 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
+    /// Seconds the whole run may spend on registries; later answers count as timeouts [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<f64>,
+
     /// Seconds allowed to establish a connection [default: 10].
     #[arg(long, value_name = "SECS")]
     pub connect_timeout: Option<f64>,
@@ -155,9 +159,8 @@ impl RegistryArgs {
                     .kubelet_root_dir
                     .as_ref()
                     .unwrap_or(&cfg.kubelet_root_dir);
-                let cwd = std::env::current_dir().ok();
                 let home = std::env::var_os("HOME").map(PathBuf::from);
-                let paths = credentials::search_paths(root, cwd.as_deref(), home.as_deref());
+                let paths = credentials::search_paths(root, home.as_deref());
                 let (keyring, from) = credentials::discover(&paths);
                 match from {
                     Some(p) => tracing::info!("using registry credentials from {}", p.display()),
@@ -168,10 +171,12 @@ impl RegistryArgs {
         };
         let secs = |name: &str, flag: Option<f64>, cfg: Duration| match flag {
             None => Ok(cfg),
-            Some(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v)),
-            Some(v) => Err(format!(
-                "--{name} must be a positive number of seconds, got {v}"
-            )),
+            Some(v) => match Duration::try_from_secs_f64(v) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                _ => Err(format!(
+                    "--{name} must be a positive number of seconds, got {v}"
+                )),
+            },
         };
         Ok(Settings {
             keyring,
@@ -182,6 +187,7 @@ impl RegistryArgs {
             max_retries: self.retries.unwrap_or(cfg.retries),
             max_retry_after: Settings::default().max_retry_after,
             concurrency: self.concurrency.map_or(cfg.concurrency, usize::from),
+            deadline: secs("deadline", self.deadline, cfg.deadline)?,
         })
     }
 }

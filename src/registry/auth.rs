@@ -31,7 +31,10 @@ pub(crate) fn parse_challenge(header: &str) -> Result<Challenge, Failure> {
     let malformed = |why: &str| {
         Failure::new(
             ErrorKind::Protocol,
-            format!("malformed WWW-Authenticate header {header:?}: {why}"),
+            format!(
+                "malformed WWW-Authenticate header {}: {why}",
+                super::excerpt(header)
+            ),
         )
     };
     let header = header.trim();
@@ -57,7 +60,10 @@ pub(crate) fn parse_challenge(header: &str) -> Result<Challenge, Failure> {
             })
         }
         "" => Err(malformed("empty challenge")),
-        other => Err(malformed(&format!("unsupported scheme {other:?}"))),
+        other => Err(malformed(&format!(
+            "unsupported scheme {}",
+            super::excerpt(other)
+        ))),
     }
 }
 
@@ -78,28 +84,30 @@ fn parse_params(s: &str) -> Result<HashMap<String, String>, String> {
         }
         let key = s[start..i].to_ascii_lowercase();
         if key.is_empty() || i >= b.len() || b[i] != b'=' {
-            return Err(format!("parameter {:?} has no value", &s[start..i]));
+            return Err(format!(
+                "parameter {} has no value",
+                super::excerpt(&s[start..i])
+            ));
         }
         i += 1;
         let value = if b.get(i) == Some(&b'"') {
             i += 1;
             let mut v = String::new();
+            // Walk characters, not bytes: an escaped multi-byte character
+            // must not leave `i` inside it.
+            let mut chars = s[i..].char_indices();
             loop {
-                match b.get(i) {
+                match chars.next() {
                     None => return Err("unterminated quoted string".into()),
-                    Some(b'"') => {
-                        i += 1;
+                    Some((at, '"')) => {
+                        i += at + 1;
                         break;
                     }
-                    Some(b'\\') if i + 1 < b.len() => {
-                        v.push(b[i + 1] as char);
-                        i += 2;
-                    }
-                    Some(_) => {
-                        let ch = s[i..].chars().next().expect("in bounds");
-                        v.push(ch);
-                        i += ch.len_utf8();
-                    }
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, c)) => v.push(c),
+                        None => return Err("unterminated quoted string".into()),
+                    },
+                    Some((_, c)) => v.push(c),
                 }
             }
             v
@@ -126,11 +134,21 @@ struct TokenResponse {
 /// Default lifetime when the server omits `expires_in`, per the spec.
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 
+/// Longest a token is kept, whatever the server says: a run is minutes, and
+/// an absurd `expires_in` must not overflow the clock arithmetic.
+const MAX_TOKEN_LIFETIME: u64 = 3600;
+
 pub(crate) fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), Failure> {
+    // serde quotes offending values, which here may be a token: keep only
+    // the position.
     let r: TokenResponse = serde_json::from_slice(body).map_err(|e| {
         Failure::new(
             ErrorKind::Protocol,
-            format!("token server sent invalid JSON: {e}"),
+            format!(
+                "token server sent an unusable answer (at line {} column {})",
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     let token = r
@@ -141,7 +159,8 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), Fa
     let life = r
         .expires_in
         .filter(|&s| s > 0)
-        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .min(MAX_TOKEN_LIFETIME);
     Ok((Secret::new(token), Duration::from_secs(life)))
 }
 
@@ -199,7 +218,7 @@ impl TokenCache {
         let slot = self
             .slots
             .lock()
-            .expect("token cache poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(key.0)
             .or_default()
             .clone();
@@ -211,7 +230,9 @@ impl TokenCache {
         }
         let (token, lifetime) = fetch().await?;
         let margin = (lifetime / 10).min(Duration::from_secs(30));
-        *slot = Some((token.clone(), Instant::now() + lifetime - margin));
+        if let Some(until) = Instant::now().checked_add(lifetime - margin) {
+            *slot = Some((token.clone(), until));
+        }
         Ok(token)
     }
 }
@@ -264,6 +285,49 @@ mod tests {
                 "{}",
                 e.detail
             );
+        }
+    }
+
+    #[test]
+    fn quoted_challenges_are_cut_and_escapes_keep_char_boundaries() {
+        let long = format!("Bearer realm=\"https://x/{}", "ü".repeat(5000));
+        let e = parse_challenge(&long).unwrap_err();
+        assert!(e.detail.chars().count() < 400, "{}", e.detail);
+        assert_eq!(
+            parse_challenge("Bearer realm=\"https://a/\\é\\\"\", service=\"s\\✓\"").unwrap(),
+            Challenge::Bearer {
+                realm: "https://a/é\"".into(),
+                service: Some("s✓".into()),
+                scope: None,
+            }
+        );
+        for h in ["Bearer realm=\"\\é", "Bearer realm=\"\\", "Bearer a=\"é\\"] {
+            assert!(parse_challenge(h).is_err(), "{h}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn challenge_parser_never_panics(s in "\\PC{0,300}") {
+            let _ = parse_challenge(&s);
+        }
+
+        #[test]
+        fn challenge_parser_never_panics_near_valid(
+            scheme in "(Bearer|Basic|bearer| |)",
+            params in proptest::collection::vec(("[a-z]{0,6}", "[\"\\\\=, a-zé✓/:]{0,12}"), 0..5),
+        ) {
+            let mut h = scheme;
+            h.push(' ');
+            for (k, v) in params {
+                h.push_str(&format!("{k}={v},"));
+            }
+            let _ = parse_challenge(&h);
+        }
+
+        #[test]
+        fn token_response_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_token_response(&bytes);
         }
     }
 

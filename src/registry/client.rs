@@ -1,31 +1,47 @@
-//! The OCI distribution client: HEAD a manifest, fall back to GET, verify.
+//! The OCI distribution client: GET a tag's manifest, verify it, hash it.
 //!
 //! This is written on reqwest (the HTTP stack `oci-client` itself uses)
 //! rather than through `oci-client`, because pinning needs control that crate
 //! does not expose: per-host CA and client-certificate trust, typed 429/5xx
-//! handling with `Retry-After`, kubelet's try-each-credential order, and the
-//! exact bytes of a GET so the digest can be computed and checked here.
+//! handling with `Retry-After`, kubelet's try-each-credential order, redirects
+//! that cannot carry secrets elsewhere, and the exact bytes of the manifest.
+//!
+//! A tag is resolved with one `GET manifests/<tag>` (two when the repository
+//! asks for a token the probe did not): the digest is the sha256 of the
+//! bytes received, checked by [`super::verify`]. A HEAD would save the body
+//! but its `Docker-Content-Digest` is only a claim about bytes not seen, and
+//! a HEAD followed by `GET manifests/<digest>` costs a second round trip (and
+//! the GET counts against pull rate limits all the same).
 //!
 //! One endpoint probe (`GET /v2/`) per host learns the auth scheme (and, for
-//! insecure hosts, whether it speaks TLS) once, shared by every image on that
-//! host; afterwards every manifest request goes out already authenticated.
+//! insecure hosts, whether it speaks TLS), shared by every image on that
+//! host. Only a successful probe is kept: a failed one is asked again by the
+//! next image rather than failing the whole run.
+//!
+//! Redirects are followed by hand. Within the request's origin (scheme, host,
+//! port) everything is sent as before; to any other origin the request goes
+//! out with no `Authorization`, no hosts.toml headers and through a client
+//! without the host's client certificate, and a challenge from there is only
+//! ever answered anonymously. No `Referer` is ever sent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 use tokio::sync::OnceCell;
 
 use super::auth::{parse_challenge, parse_token_response, Challenge, TokenCache};
 use super::hosts::{load as load_hosts, HostEndpoint};
 use super::tls::{client_config, find_host_certs, HostCerts};
-use super::{ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
-use crate::credentials::Credential;
+use super::verify;
+use super::{classify_transport, ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
+use crate::credentials::{Credential, Secret};
 use crate::reference::{Digest, ImageRef};
 
 /// Every manifest type, so a multi-arch tag answers with its index digest
@@ -38,10 +54,18 @@ application/vnd.oci.image.index.v1+json";
 /// distribution refuses manifests larger than this; so do we.
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
+/// Redirects followed for one request; registries use one or two.
+const MAX_REDIRECTS: usize = 5;
+
 pub struct HttpResolver {
     settings: Settings,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Clients for origins reached by redirect or token realm: the CAs of
+    /// that origin's certs directory, never a client certificate.
+    foreign: Mutex<HashMap<String, Result<reqwest::Client, Failure>>>,
     tokens: TokenCache,
+    /// When the whole run must be over; `None` if too far away to represent.
+    deadline: Option<tokio::time::Instant>,
 }
 
 struct Host {
@@ -51,7 +75,7 @@ struct Host {
     /// From hosts.toml: a fixed URL. Otherwise the scheme is probed.
     fixed: Option<HostEndpoint>,
     insecure: bool,
-    endpoint: OnceCell<Result<Endpoint, Failure>>,
+    endpoint: OnceCell<Endpoint>,
 }
 
 #[derive(Clone)]
@@ -61,6 +85,7 @@ struct Endpoint {
     override_path: bool,
     /// `?ns=<namespace>` for mirrors, as containerd sends it.
     ns: Option<String>,
+    /// hosts.toml headers: for this origin only.
     headers: HeaderMap,
 }
 
@@ -81,12 +106,56 @@ impl Endpoint {
     }
 }
 
+/// The final answer to a request and where it came from.
+struct Followed {
+    resp: reqwest::Response,
+    url: Url,
+    /// Whether `url` has the origin the request was made for.
+    same_origin: bool,
+}
+
+/// Scheme, host and port: the unit secrets are bound to.
+fn origin(url: &Url) -> (String, Option<String>, Option<u16>) {
+    (
+        url.scheme().to_string(),
+        url.host_str().map(str::to_string),
+        url.port_or_known_default(),
+    )
+}
+
+/// `host[:port]` as written in certs directories and `--insecure-registry`.
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+fn parse_url(url: &str) -> Result<Url, Failure> {
+    Url::parse(url).map_err(|e| {
+        Failure::new(
+            ErrorKind::Protocol,
+            format!("{} is not a URL: {e}", super::excerpt(url)),
+        )
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps only ever grow by whole entries, so a panic elsewhere cannot
+    // leave one half-written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl HttpResolver {
     pub fn new(settings: Settings) -> HttpResolver {
+        let deadline = tokio::time::Instant::now().checked_add(settings.deadline);
         HttpResolver {
             settings,
             hosts: Mutex::new(HashMap::new()),
+            foreign: Mutex::new(HashMap::new()),
             tokens: TokenCache::default(),
+            deadline,
         }
     }
 
@@ -105,10 +174,27 @@ impl HttpResolver {
                 .use_preconfigured_tls(tls)
                 .connect_timeout(self.settings.connect_timeout)
                 .timeout(self.settings.request_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
                 .user_agent(concat!("staticpin/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| Failure::new(ErrorKind::Config, format!("HTTP client: {e}")))
         })
+    }
+
+    /// A client for an origin that is not the registry host being asked:
+    /// its own CAs, and no client certificate, which belongs to the host.
+    fn foreign_client(&self, authority: &str) -> Result<reqwest::Client, Failure> {
+        lock(&self.foreign)
+            .entry(authority.to_string())
+            .or_insert_with(|| {
+                let certs = HostCerts {
+                    cas: find_host_certs(&self.settings.certs_dirs, &[authority]).cas,
+                    client: None,
+                };
+                self.build_client(&certs, self.is_insecure(authority))
+            })
+            .clone()
     }
 
     /// The hosts to ask for this image, in containerd's order: hosts.toml's
@@ -116,7 +202,7 @@ impl HttpResolver {
     fn hosts(&self, image: &ImageRef) -> Result<Vec<Arc<Host>>, Failure> {
         let default_server = format!("https://{}", image.registry_host());
         let configured = load_hosts(&self.settings.certs_dirs, image.domain(), &default_server)?;
-        let mut table = self.hosts.lock().expect("host table poisoned");
+        let mut table = lock(&self.hosts);
         let mut get = |key: String, make: &dyn Fn() -> Host| {
             table.entry(key).or_insert_with(|| Arc::new(make())).clone()
         };
@@ -207,7 +293,15 @@ impl HttpResolver {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
-                    let f = classify(&e, url);
+                    let (kind, text) = classify_transport(&e);
+                    let f = Failure::new(
+                        kind,
+                        if kind == ErrorKind::Timeout {
+                            format!("no answer from {url} in time ({text})")
+                        } else {
+                            text
+                        },
+                    );
                     if f.kind != ErrorKind::Connect || attempt >= self.settings.max_retries {
                         return Err(f);
                     }
@@ -220,74 +314,192 @@ impl HttpResolver {
         }
     }
 
-    /// Probes `/v2/` once per host to learn its scheme and auth challenge.
+    /// Sends `headers` (the origin's own: credentials, hosts.toml headers)
+    /// and follows redirects by hand. A hop to another origin gets only the
+    /// `Accept` header and a client without the host's client certificate;
+    /// a loop or a downgrade to plain HTTP is a protocol error.
+    async fn follow(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<Followed, Failure> {
+        let start = parse_url(url)?;
+        let home = origin(&start);
+        let mut seen = vec![start.clone()];
+        let mut current = start;
+        let mut hop_client = client.clone();
+        let mut hop_headers = headers.clone();
+        loop {
+            let resp = self
+                .send(&hop_client, method.clone(), current.as_str(), hop_headers)
+                .await?;
+            let status = resp.status();
+            let redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            if !redirect {
+                return Ok(Followed {
+                    resp,
+                    same_origin: origin(&current) == home,
+                    url: current,
+                });
+            }
+            let protocol = |why: String| Failure::new(ErrorKind::Protocol, why);
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    protocol(format!(
+                        "{} answered {status} without a Location",
+                        super::excerpt(current.as_str())
+                    ))
+                })?;
+            let mut next = current.join(location).map_err(|e| {
+                protocol(format!(
+                    "{} redirected to {}, which is not a URL: {e}",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(location)
+                ))
+            })?;
+            // Userinfo in a Location would become a Basic header: drop it.
+            let _ = next.set_username("");
+            let _ = next.set_password(None);
+            next.set_fragment(None);
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(protocol(format!(
+                    "{} redirected to {}, not HTTP",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
+                )));
+            }
+            if seen.contains(&next) {
+                return Err(protocol(format!(
+                    "redirect loop: {} redirected back to {}",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
+                )));
+            }
+            if seen.len() > MAX_REDIRECTS {
+                return Err(protocol(format!(
+                    "more than {MAX_REDIRECTS} redirects, the last to {}",
+                    super::excerpt(next.as_str())
+                )));
+            }
+            if current.scheme() == "https"
+                && next.scheme() == "http"
+                && !self.is_insecure(&authority(&next))
+            {
+                return Err(protocol(format!(
+                    "{} redirected to plain HTTP {}; refusing the downgrade",
+                    super::excerpt(current.as_str()),
+                    super::excerpt(next.as_str())
+                )));
+            }
+            if origin(&next) == home {
+                hop_client = client.clone();
+                hop_headers = headers.clone();
+            } else {
+                tracing::debug!(
+                    "{} redirected to another origin: {next}",
+                    super::excerpt(current.as_str())
+                );
+                hop_client = self.foreign_client(&authority(&next))?;
+                hop_headers = HeaderMap::new();
+                if let Some(accept) = headers.get(ACCEPT) {
+                    hop_headers.insert(ACCEPT, accept.clone());
+                }
+            }
+            seen.push(next.clone());
+            current = next;
+        }
+    }
+
+    /// Probes `/v2/` to learn the host's scheme and auth challenge; only a
+    /// success is kept for the run.
     async fn endpoint(&self, host: &Host, image: &ImageRef) -> Result<Endpoint, Failure> {
         let mut ep = host
             .endpoint
-            .get_or_init(|| async {
-                let client = host.client.clone()?;
-                if let Some(fixed) = &host.fixed {
-                    let mut headers = HeaderMap::new();
-                    for (k, v) in &fixed.headers {
-                        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                            Failure::new(ErrorKind::Config, format!("hosts.toml header name {k:?} is invalid"))
-                        })?;
-                        let value = HeaderValue::from_str(v).map_err(|_| {
-                            Failure::new(ErrorKind::Config, format!("hosts.toml header {k:?} has an invalid value"))
-                        })?;
-                        headers.append(name, value);
-                    }
-                    let mut ep = if fixed.override_path {
-                        // No /v2/ to probe; a 401 on the first request says how to authenticate.
-                        Endpoint {
-                            base: fixed.url.clone(),
-                            challenge: Challenge::None,
-                            override_path: true,
-                            ns: None,
-                            headers: HeaderMap::new(),
-                        }
-                    } else {
-                        self.probe(&client, &fixed.url).await?
-                    };
-                    ep.headers = headers;
-                    return Ok(ep);
-                }
-                let https = format!("https://{}", host.name);
-                match self.probe(&client, &https).await {
-                    Err(f) if host.insecure && matches!(f.kind, ErrorKind::Tls | ErrorKind::Connect) => {
-                        // Docker's rule for insecure registries: TLS if offered, else plain HTTP.
-                        tracing::debug!("{}: no TLS ({}), using plain HTTP", host.name, f.detail);
-                        self.probe(&client, &format!("http://{}", host.name)).await
-                    }
-                    Err(mut f) if f.kind == ErrorKind::Tls => {
-                        f.detail.push_str(&format!(
-                            " (if {} is a plain-HTTP or self-signed registry you trust, mark it with --insecure-registry {}; for a private CA put ca.crt under a certs directory)",
-                            host.name, host.name
-                        ));
-                        Err(f)
-                    }
-                    other => other,
-                }
-            })
-            .await
-            .clone()?;
+            .get_or_try_init(|| self.discover(host))
+            .await?
+            .clone();
         if host.fixed.as_ref().is_some_and(|f| f.mirror) {
             ep.ns = Some(image.domain().to_string());
         }
         Ok(ep)
     }
 
-    async fn probe(&self, client: &reqwest::Client, base: &str) -> Result<Endpoint, Failure> {
-        let resp = self
-            .send(
-                client,
-                Method::GET,
-                &format!("{base}/v2/"),
-                HeaderMap::new(),
-            )
+    async fn discover(&self, host: &Host) -> Result<Endpoint, Failure> {
+        let client = host.client.clone()?;
+        if let Some(fixed) = &host.fixed {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &fixed.headers {
+                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    Failure::new(
+                        ErrorKind::Config,
+                        format!("hosts.toml header name {} is invalid", super::excerpt(k)),
+                    )
+                })?;
+                let mut value = HeaderValue::from_str(v).map_err(|_| {
+                    Failure::new(
+                        ErrorKind::Config,
+                        format!(
+                            "hosts.toml header {} has an invalid value",
+                            super::excerpt(k)
+                        ),
+                    )
+                })?;
+                // Header values may be tokens: keep them out of trace logs.
+                value.set_sensitive(true);
+                headers.append(name, value);
+            }
+            let mut ep = if fixed.override_path {
+                // No /v2/ to probe; a 401 on the first request says how to authenticate.
+                Endpoint {
+                    base: fixed.url.clone(),
+                    challenge: Challenge::None,
+                    override_path: true,
+                    ns: None,
+                    headers: HeaderMap::new(),
+                }
+            } else {
+                self.probe(&client, &fixed.url, headers.clone()).await?
+            };
+            ep.headers = headers;
+            return Ok(ep);
+        }
+        let https = format!("https://{}", host.name);
+        match self.probe(&client, &https, HeaderMap::new()).await {
+            Err(f) if host.insecure && matches!(f.kind, ErrorKind::Tls | ErrorKind::Connect) => {
+                // Docker's rule for insecure registries: TLS if offered, else plain HTTP.
+                tracing::debug!("{}: no TLS ({}), using plain HTTP", host.name, f.detail);
+                self.probe(&client, &format!("http://{}", host.name), HeaderMap::new())
+                    .await
+            }
+            Err(mut f) if f.kind == ErrorKind::Tls => {
+                f.detail.push_str(&format!(
+                    " (if {} is a plain-HTTP or self-signed registry you trust, mark it with --insecure-registry {}; for a private CA put ca.crt under a certs directory)",
+                    host.name, host.name
+                ));
+                Err(f)
+            }
+            other => other,
+        }
+    }
+
+    async fn probe(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        headers: HeaderMap,
+    ) -> Result<Endpoint, Failure> {
+        let got = self
+            .follow(client, Method::GET, &format!("{base}/v2/"), headers)
             .await?;
-        let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
-            challenge_of(&resp)?
+        // A challenge from another origin is not this host's to adopt: the
+        // first manifest request learns the host's own.
+        let challenge = if got.same_origin && got.resp.status() == StatusCode::UNAUTHORIZED {
+            challenge_of(&got.resp)?
         } else {
             Challenge::None
         };
@@ -303,30 +515,22 @@ impl HttpResolver {
     async fn authorization(
         &self,
         client: &reqwest::Client,
+        base: &str,
         host: &str,
         challenge: &Challenge,
-        image: &ImageRef,
+        scope: &str,
         cred: Option<&Credential>,
     ) -> Result<Option<HeaderValue>, Failure> {
         match challenge {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(cred.map(|c| {
-                let raw = format!("{}:{}", c.username, c.password.expose());
-                secret_header(&format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                ))
-            })),
+            Challenge::Basic => Ok(cred.map(basic)),
             Challenge::Bearer { realm, service, .. } => {
-                // Always ask for this repository's pull scope: the scope in a
-                // probe challenge (if any) is for some other request.
-                let scope = format!("repository:{}:pull", image.path());
                 let service = service.as_deref().unwrap_or("");
-                let key = TokenCache::key(realm, service, &scope, cred);
+                let key = TokenCache::key(realm, service, scope, cred);
                 let token = self
                     .tokens
                     .get_or_fetch(key, || {
-                        self.fetch_token(client, host, realm, service, &scope, cred)
+                        self.fetch_token(client, base, host, realm, service, scope, cred)
                     })
                     .await?;
                 Ok(Some(secret_header(&format!("Bearer {}", token.expose()))))
@@ -334,35 +538,33 @@ impl HttpResolver {
         }
     }
 
+    /// Asks `realm` for a token. The realm is named by the host's own
+    /// challenge, so the host's credentials may go there (as docker and
+    /// containerd send them), but its client certificate only if the realm
+    /// is the host's own origin.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_token(
         &self,
         client: &reqwest::Client,
+        base: &str,
         host: &str,
         realm: &str,
         service: &str,
         scope: &str,
         cred: Option<&Credential>,
-    ) -> Result<(crate::credentials::Secret, Duration), Failure> {
-        let realm_host = realm
-            .split_once("://")
-            .map(|(_, r)| r.split('/').next().unwrap_or(""))
-            .unwrap_or("");
+    ) -> Result<(Secret, Duration), Failure> {
+        let mut url = parse_url(realm)?;
+        let realm_host = authority(&url);
         if cred.is_some()
-            && realm.starts_with("http://")
-            && !is_loopback(realm_host)
-            && !self.is_insecure(realm_host)
+            && url.scheme() == "http"
+            && !is_loopback(&realm_host)
+            && !self.is_insecure(&realm_host)
         {
             return Err(Failure::new(
                 ErrorKind::Config,
                 format!("token realm {realm} is plain HTTP; refusing to send credentials there (mark {realm_host} with --insecure-registry to allow it)"),
             ));
         }
-        let mut url = reqwest::Url::parse(realm).map_err(|e| {
-            Failure::new(
-                ErrorKind::Protocol,
-                format!("token realm {realm:?} is not a URL: {e}"),
-            )
-        })?;
         {
             let mut q = url.query_pairs_mut();
             if !service.is_empty() {
@@ -370,21 +572,20 @@ impl HttpResolver {
             }
             q.append_pair("scope", scope);
         }
+        let same_origin = parse_url(base).is_ok_and(|b| origin(&b) == origin(&url));
+        let realm_client = if same_origin {
+            client.clone()
+        } else {
+            self.foreign_client(&realm_host)?
+        };
         let mut headers = HeaderMap::new();
         if let Some(c) = cred {
-            let raw = format!("{}:{}", c.username, c.password.expose());
-            headers.insert(
-                AUTHORIZATION,
-                secret_header(&format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                )),
-            );
+            headers.insert(AUTHORIZATION, basic(c));
         }
-        let resp = self
-            .send(client, Method::GET, url.as_str(), headers)
+        let got = self
+            .follow(&realm_client, Method::GET, url.as_str(), headers)
             .await?;
-        let status = resp.status();
+        let status = got.resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let who = if cred.is_some() {
                 "the configured credentials"
@@ -402,7 +603,7 @@ impl HttpResolver {
                 format!("token server {realm} answered {status}"),
             ));
         }
-        let body = read_limited(resp, 1 << 20).await?;
+        let body = read_limited(got.resp, 1 << 20).await?;
         parse_token_response(&body)
     }
 
@@ -416,113 +617,122 @@ impl HttpResolver {
         cred: Option<&Credential>,
     ) -> Result<Resolution, Failure> {
         let url = endpoint.manifest_url(image);
+        // Always ask for this repository's pull scope: the scope in a
+        // probe challenge (if any) is for some other request.
+        let scope = format!("repository:{}:pull", image.path());
         let mut challenge = endpoint.challenge.clone();
         let mut reauthed = false;
         loop {
             let mut headers = endpoint.headers.clone();
             headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
             if let Some(a) = self
-                .authorization(client, &host.name, &challenge, image, cred)
+                .authorization(client, &endpoint.base, &host.name, &challenge, &scope, cred)
                 .await?
             {
                 headers.insert(AUTHORIZATION, a);
             }
-            let resp = self
-                .send(client, Method::HEAD, &url, headers.clone())
-                .await?;
-            match resp.status() {
-                StatusCode::OK => {
-                    let media_type = header_str(&resp, CONTENT_TYPE.as_str());
-                    match header_str(&resp, "docker-content-digest").map(|d| Digest::parse(&d)) {
-                        Some(Ok(digest)) if digest.algorithm() == "sha256" => {
-                            return Ok(Resolution { digest, media_type })
-                        }
-                        Some(Ok(_)) | None => {}
-                        Some(Err(e)) => {
-                            tracing::warn!("{url}: ignoring Docker-Content-Digest: {e}")
-                        }
-                    }
-                    return self.get_and_hash(client, &url, headers).await;
-                }
-                StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
-                    return self.get_and_hash(client, &url, headers).await;
-                }
+            let got = self.follow(client, Method::GET, &url, headers).await?;
+            if !got.same_origin && got.resp.status() == StatusCode::UNAUTHORIZED {
+                return self.answer_foreign_challenge(got, image, &host.name).await;
+            }
+            match got.resp.status() {
+                StatusCode::OK => return accept(got).await,
                 StatusCode::UNAUTHORIZED if !reauthed => {
                     // The probe may have been open while the repository is not.
-                    let fresh = challenge_of(&resp)?;
+                    let fresh = challenge_of(&got.resp)?;
                     reauthed = true;
                     if fresh == challenge && !matches!(fresh, Challenge::Bearer { .. }) {
                         return Err(unauthorized(image, cred));
                     }
                     challenge = fresh;
                 }
-                StatusCode::UNAUTHORIZED => return Err(unauthorized(image, cred)),
-                StatusCode::FORBIDDEN => {
-                    return Err(Failure::new(
-                        ErrorKind::Forbidden,
-                        format!("access to {} denied", image.path()),
-                    ))
-                }
-                StatusCode::NOT_FOUND => {
-                    return Err(Failure::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "manifest {}:{} not found",
-                            image.path(),
-                            image.tag_or_latest()
-                        ),
-                    ))
-                }
-                s => {
-                    return Err(Failure::new(
-                        ErrorKind::Protocol,
-                        format!("HEAD {url} answered unexpected {s}"),
-                    ))
-                }
+                other => return Err(refusal(other, &got, image, cred)),
             }
         }
     }
 
-    /// GET the manifest and hash the exact bytes. A digest header that
-    /// disagrees with the body means something between us and the registry
-    /// is lying; that is never pinned.
-    async fn get_and_hash(
+    /// A redirect target asked for credentials. Only an anonymous token is
+    /// ever fetched for it: the registry's credentials are the registry's.
+    async fn answer_foreign_challenge(
         &self,
-        client: &reqwest::Client,
-        url: &str,
-        headers: HeaderMap,
+        got: Followed,
+        image: &ImageRef,
+        registry: &str,
     ) -> Result<Resolution, Failure> {
-        let resp = self.send(client, Method::GET, url, headers).await?;
-        if resp.status() != StatusCode::OK {
+        let target = authority(&got.url);
+        let Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } = challenge_of(&got.resp)?
+        else {
             return Err(Failure::new(
-                ErrorKind::Protocol,
-                format!("GET {url} answered {} after HEAD succeeded", resp.status()),
+                ErrorKind::Unauthorized,
+                format!("{registry} redirected to {target}, which asks for credentials; staticpin sends a registry's credentials only to that registry"),
             ));
+        };
+        let client = self.foreign_client(&target)?;
+        let base = format!("{}://{target}", got.url.scheme());
+        let scope = scope.unwrap_or_else(|| {
+            let repo = got
+                .url
+                .path()
+                .strip_prefix("/v2/")
+                .and_then(|p| p.rsplit_once("/manifests/"))
+                .map_or(image.path(), |(repo, _)| repo);
+            format!("repository:{repo}:pull")
+        });
+        let challenge = Challenge::Bearer {
+            realm,
+            service,
+            scope: None,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        if let Some(a) = self
+            .authorization(&client, &base, &target, &challenge, &scope, None)
+            .await?
+        {
+            headers.insert(AUTHORIZATION, a);
         }
-        let media_type = header_str(&resp, CONTENT_TYPE.as_str());
-        let claimed = header_str(&resp, "docker-content-digest");
-        let body = read_limited(resp, MAX_MANIFEST_BYTES).await?;
-        let digest = Digest::sha256_of(&body);
-        if let Some(claimed) = claimed {
-            if claimed != digest.to_string() {
-                return Err(Failure::new(
-                    ErrorKind::BadDigest,
-                    format!("registry claims Docker-Content-Digest {claimed} but the manifest it sent hashes to {digest}"),
-                ));
+        let again = self
+            .follow(&client, Method::GET, got.url.as_str(), headers)
+            .await?;
+        match again.resp.status() {
+            StatusCode::OK => accept(again).await,
+            StatusCode::UNAUTHORIZED => Err(Failure::new(
+                ErrorKind::Unauthorized,
+                format!("{registry} redirected to {target}, which refused anonymous access; staticpin sends a registry's credentials only to that registry"),
+            )),
+            other => Err(refusal(other, &again, image, None)),
+        }
+    }
+
+    async fn resolve_at(&self, host: &Host, image: &ImageRef) -> Result<Resolution, Failure> {
+        let client = host.client.clone()?;
+        let endpoint = self.endpoint(host, image).await?;
+        let creds = self.settings.keyring.lookup(&image.canonical_name());
+        let candidates: Vec<Option<&Credential>> = if creds.is_empty() {
+            vec![None]
+        } else {
+            creds.iter().map(Some).collect()
+        };
+        let mut last = Failure::new(ErrorKind::Unauthorized, "no credentials tried");
+        // kubelet tries every matching credential in turn; so do we.
+        for cred in candidates {
+            match self
+                .resolve_with(&client, host, &endpoint, image, cred)
+                .await
+            {
+                Err(f) if f.kind == ErrorKind::Unauthorized => last = f,
+                other => return other,
             }
         }
-        Ok(Resolution { digest, media_type })
+        Err(last)
     }
-}
 
-impl Resolver for HttpResolver {
-    async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
-        if image.digest().is_some() {
-            return Err(
-                Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
-            );
-        }
-        let hosts = self.hosts(image).map_err(|f| f.for_image(image))?;
+    async fn resolve_hosts(&self, image: &ImageRef) -> Result<Resolution, Failure> {
+        let hosts = self.hosts(image)?;
         let mut first_error = None;
         // Like containerd, a failing mirror hands over to the next host.
         for host in hosts {
@@ -537,32 +747,85 @@ impl Resolver for HttpResolver {
                 }
             }
         }
-        Err(first_error.expect("at least one host").for_image(image))
+        Err(first_error
+            .unwrap_or_else(|| Failure::new(ErrorKind::Config, "no registry host to ask")))
     }
 }
 
-impl HttpResolver {
-    async fn resolve_at(&self, host: &Host, image: &ImageRef) -> Result<Resolution, Failure> {
-        let client = host.client.clone()?;
-        let endpoint = self.endpoint(host, image).await?;
-        let creds = self.settings.keyring.lookup(&image.canonical_name());
-        let candidates: Vec<Option<&Credential>> = if creds.is_empty() {
-            vec![None]
-        } else {
-            creds.iter().map(Some).collect()
-        };
-        let mut last = None;
-        // kubelet tries every matching credential in turn; so do we.
-        for cred in candidates {
-            match self
-                .resolve_with(&client, host, &endpoint, image, cred)
-                .await
-            {
-                Err(f) if f.kind == ErrorKind::Unauthorized => last = Some(f),
-                other => return other,
-            }
+impl Resolver for HttpResolver {
+    async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+        if image.digest().is_some() {
+            return Err(
+                Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
+            );
         }
-        Err(last.expect("at least one candidate"))
+        let work = self.resolve_hosts(image);
+        let result = match self.deadline {
+            Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                Err(Failure::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the run's deadline of {} s passed before the registry answered",
+                        self.settings.deadline.as_secs_f64()
+                    ),
+                ))
+            }),
+            None => work.await,
+        };
+        result.map_err(|f| f.for_image(image))
+    }
+}
+
+/// Reads and verifies a 200 answer to a manifest GET.
+async fn accept(got: Followed) -> Result<Resolution, Failure> {
+    let from = if got.same_origin {
+        String::new()
+    } else {
+        format!("via redirect to {}: ", authority(&got.url))
+    };
+    let with_origin = |mut f: Failure| {
+        f.detail.insert_str(0, &from);
+        f
+    };
+    let claimed = verify::claimed_digest(got.resp.headers()).map_err(with_origin)?;
+    let content_type = header_str(&got.resp, CONTENT_TYPE.as_str());
+    let body = read_limited(got.resp, MAX_MANIFEST_BYTES).await?;
+    let digest = Digest::sha256_of(&body);
+    if let Some(claimed) = &claimed {
+        verify::check_claim(claimed, &body, &digest).map_err(with_origin)?;
+    }
+    let media_type = verify::manifest_type(&body, content_type.as_deref()).map_err(with_origin)?;
+    Ok(Resolution {
+        digest,
+        media_type: Some(media_type),
+    })
+}
+
+/// The failure for a manifest answer other than 200 or a first 401.
+fn refusal(
+    status: StatusCode,
+    got: &Followed,
+    image: &ImageRef,
+    cred: Option<&Credential>,
+) -> Failure {
+    match status {
+        StatusCode::UNAUTHORIZED => unauthorized(image, cred),
+        StatusCode::FORBIDDEN => Failure::new(
+            ErrorKind::Forbidden,
+            format!("access to {} denied", image.path()),
+        ),
+        StatusCode::NOT_FOUND => Failure::new(
+            ErrorKind::NotFound,
+            format!(
+                "manifest {}:{} not found",
+                image.path(),
+                image.tag_or_latest()
+            ),
+        ),
+        s => Failure::new(
+            ErrorKind::Protocol,
+            format!("GET {} answered unexpected {s}", got.url),
+        ),
     }
 }
 
@@ -595,6 +858,14 @@ fn challenge_of(resp: &reqwest::Response) -> Result<Challenge, Failure> {
     }
 }
 
+fn basic(c: &Credential) -> HeaderValue {
+    let raw = format!("{}:{}", c.username, c.password.expose());
+    secret_header(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+}
+
 fn secret_header(value: &str) -> HeaderValue {
     let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
@@ -611,7 +882,15 @@ fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
     let url = resp.url().to_string();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url))? {
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                let (kind, text) = classify_transport(&e);
+                return Err(Failure::new(kind, format!("reading {url}: {text}")));
+            }
+        };
         if body.len() + chunk.len() > limit {
             return Err(Failure::new(
                 ErrorKind::Protocol,
@@ -644,50 +923,6 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Turns a transport error into a failure class with a readable chain.
-fn classify(e: &reqwest::Error, url: &str) -> Failure {
-    let mut chain = Vec::new();
-    let mut tls = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            tls = true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            // io::Error hides its payload from source(); look inside.
-            if let Some(inner) = io.get_ref() {
-                if inner.downcast_ref::<rustls::Error>().is_some() {
-                    tls = true;
-                }
-                chain.push(inner.to_string());
-            }
-        }
-        let msg = err.to_string();
-        if !chain.iter().any(|c| c == &msg) {
-            chain.push(msg);
-        }
-        source = err.source();
-    }
-    let text = chain.join(": ");
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if tls
-        || text.contains("certificate")
-        || text.contains("InvalidContentType")
-        || text.contains("corrupt message")
-    {
-        ErrorKind::Tls
-    } else {
-        ErrorKind::Connect
-    };
-    let detail = if kind == ErrorKind::Timeout {
-        format!("no answer from {url} in time ({text})")
-    } else {
-        text
-    };
-    Failure::new(kind, detail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,5 +941,19 @@ mod tests {
         assert!(backoff(0) < Duration::from_millis(400));
         assert!(backoff(2) >= Duration::from_millis(800));
         assert!(backoff(30) <= Duration::from_millis(5100));
+    }
+
+    #[test]
+    fn origins_and_authorities() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            origin(&u("https://r.io/v2/")),
+            origin(&u("https://r.io:443/x"))
+        );
+        assert_ne!(origin(&u("https://r.io/")), origin(&u("http://r.io/")));
+        assert_ne!(origin(&u("http://r.io:1/")), origin(&u("http://r.io:2/")));
+        assert_eq!(authority(&u("https://r.io:5000/v2/")), "r.io:5000");
+        assert_eq!(authority(&u("https://r.io/v2/")), "r.io");
+        assert_eq!(authority(&u("http://[::1]:80/")), "[::1]");
     }
 }

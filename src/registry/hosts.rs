@@ -89,7 +89,17 @@ pub(crate) fn parse(
     dir: &Path,
     default_server: &str,
 ) -> Result<Vec<HostEndpoint>, String> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    // toml's Display quotes the offending line, which may be a header
+    // holding a token: report the line number and the message only.
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|r| text.get(..r.start).unwrap_or("").matches('\n').count() + 1);
+        match line {
+            Some(l) => format!("line {l}: {}", e.message().trim()),
+            None => e.message().trim().to_string(),
+        }
+    })?;
     let mut out = Vec::new();
     if let Some(hosts) = table.get("host") {
         let hosts = hosts
@@ -149,10 +159,49 @@ fn paths(v: &toml::Value, dir: &Path) -> Result<Vec<PathBuf>, String> {
     }
 }
 
-fn endpoint(url: &str, t: &toml::Table, dir: &Path, mirror: bool) -> Result<HostEndpoint, String> {
+/// A host URL must say where to connect and nothing else: userinfo would be
+/// a password in a file that is not meant to hold one (and would reach every
+/// redirect target), and a query or fragment has no place in a base URL.
+fn check_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(format!("host {url:?} must start with https:// or http://"));
+        return Err(format!(
+            "host {} must start with https:// or http://",
+            super::excerpt(url)
+        ));
     }
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("host {} is not a URL: {e}", super::excerpt(url)))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let scheme = parsed.scheme();
+        let shown = match url.split_once("://").and_then(|(_, r)| r.rsplit_once('@')) {
+            Some((_, rest)) => format!("{scheme}://…@{rest}"),
+            None => format!("{scheme}://…"),
+        };
+        return Err(format!(
+            "host {} contains userinfo (user:password@); put credentials in the docker config, not in hosts.toml",
+            super::excerpt(&shown)
+        ));
+    }
+    if parsed.query().is_some() || url.contains('?') {
+        return Err(format!(
+            "host {} must not contain a query",
+            super::excerpt(url)
+        ));
+    }
+    if parsed.fragment().is_some() || url.contains('#') {
+        return Err(format!(
+            "host {} must not contain a fragment",
+            super::excerpt(url)
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("host {} has no host name", super::excerpt(url)));
+    }
+    Ok(())
+}
+
+fn endpoint(url: &str, t: &toml::Table, dir: &Path, mirror: bool) -> Result<HostEndpoint, String> {
+    check_url(url)?;
     let mut certs = HostCerts::default();
     if let Some(ca) = t.get("ca") {
         certs.cas = paths(ca, dir)?;
@@ -292,5 +341,39 @@ server = "https://registry-1.docker.io"    # Exclude this to not use upstream
             err.detail
         );
         assert!(parse("capabilities = [\"pull\"]\n", d.path(), "https://x").is_err());
+    }
+
+    #[test]
+    fn urls_with_userinfo_query_or_fragment_are_config_errors_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("r.io")).unwrap();
+        for (text, why) in [
+            ("server = \"https://bob:Pw-SECRET@r.io\"\n", "userinfo"),
+            ("server = \"https://bob@r.io\"\n", "userinfo"),
+            ("[host.\"https://u:Pw-SECRET@mirror.io\"]\n", "userinfo"),
+            ("server = \"https://r.io/v2?x=1\"\n", "query"),
+            ("server = \"https://r.io/?\"\n", "query"),
+            ("[host.\"https://mirror.io/#frag\"]\n", "fragment"),
+            ("server = \"https://\"\n", "URL"),
+        ] {
+            std::fs::write(d.path().join("r.io/hosts.toml"), text).unwrap();
+            let err = load(&[d.path().to_path_buf()], "r.io", "https://r.io").unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Config);
+            assert!(err.detail.contains("r.io/hosts.toml"), "{}", err.detail);
+            assert!(err.detail.contains(why), "{text}: {}", err.detail);
+            assert!(!err.detail.contains("Pw-SECRET"), "{}", err.detail);
+        }
+    }
+
+    #[test]
+    fn toml_syntax_errors_do_not_quote_the_line() {
+        let err = parse(
+            "server = \"https://r.io\"\n[header]\n  authorization = \"Bearer TOKEN-SECRET\n",
+            Path::new("/d"),
+            "https://r.io",
+        )
+        .unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("TOKEN-SECRET"), "{err}");
     }
 }

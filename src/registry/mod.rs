@@ -10,6 +10,7 @@ mod auth;
 mod client;
 mod hosts;
 pub(crate) mod tls;
+mod verify;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -161,6 +162,9 @@ pub struct Settings {
     /// Longest `Retry-After` staticpin will wait before giving up.
     pub max_retry_after: Duration,
     pub concurrency: usize,
+    /// The whole run's budget: images not resolved by then fail as timeouts,
+    /// so an unattended run cannot hang on a registry that trickles.
+    pub deadline: Duration,
 }
 
 impl Default for Settings {
@@ -177,6 +181,7 @@ impl Default for Settings {
             max_retries: 3,
             max_retry_after: Duration::from_secs(30),
             concurrency: 8,
+            deadline: Duration::from_secs(300),
         }
     }
 }
@@ -211,10 +216,7 @@ pub async fn resolve_all<R: Resolver>(
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
-    let mut by_index: Vec<Option<Result<Resolution, ResolveError>>> = vec![None; unique.len()];
-    for (i, a) in answers {
-        by_index[i] = Some(a);
-    }
+    let by_index: HashMap<usize, Result<Resolution, ResolveError>> = answers.into_iter().collect();
     refs.iter()
         .map(|r| match r.digest() {
             Some(d) => Ok(Resolution {
@@ -222,9 +224,14 @@ pub async fn resolve_all<R: Resolver>(
                 media_type: None,
             }),
             None => {
-                let answer = by_index[seen[&key(r)]]
-                    .clone()
-                    .expect("every unique ref answered");
+                let answer = seen
+                    .get(&key(r))
+                    .and_then(|i| by_index.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Err(Failure::new(ErrorKind::Protocol, "no answer was recorded")
+                            .for_image(r))
+                    });
                 // A shared answer must still name the spelling this caller used.
                 answer.map_err(|e| ResolveError {
                     image: r.original().to_string(),
@@ -233,6 +240,65 @@ pub async fn resolve_all<R: Resolver>(
             }
         })
         .collect()
+}
+
+/// Registry text (a challenge, a body, a header) as it may be quoted in a
+/// message: escaped, and cut to about 200 characters on a character boundary,
+/// so a hostile or broken registry cannot flood the operator's terminal.
+pub(crate) fn excerpt(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{:?}… ({} bytes in all)", &text[..cut], text.len()),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Sorts a transport error into a failure class, with the readable chain of
+/// causes (the top-level "error sending request" alone does not say what to
+/// fix). One classifier for every HTTP client staticpin runs: `health` keeps
+/// a drifted copy (`describe`) that is to call this instead. A timeout is
+/// [`ErrorKind::Timeout`], any rustls failure (or a handshake that met plain
+/// HTTP) [`ErrorKind::Tls`], everything else [`ErrorKind::Connect`], which
+/// the registry client retries.
+pub fn classify_transport(e: &reqwest::Error) -> (ErrorKind, String) {
+    let mut chain: Vec<String> = Vec::new();
+    let mut tls = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        tls |= err.downcast_ref::<rustls::Error>().is_some();
+        // io::Error hides its payload from source(), and hyper-rustls wraps
+        // tokio-rustls' io::Error(rustls::Error) in another io::Error: look
+        // inside, all the way down.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|e| e.get_ref()) {
+            tls |= inner.downcast_ref::<rustls::Error>().is_some();
+            io = inner.downcast_ref::<std::io::Error>();
+            if io.is_none() {
+                chain.push(inner.to_string());
+            }
+        }
+        let msg = err.to_string();
+        if !chain.contains(&msg) {
+            chain.push(msg);
+        }
+        source = err.source();
+    }
+    let text = chain.join(": ");
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_redirect() {
+        // Only reachable for clients that follow redirects themselves.
+        ErrorKind::Protocol
+    } else if tls
+        || text.contains("certificate")
+        || text.contains("InvalidContentType")
+        || text.contains("corrupt message")
+    {
+        ErrorKind::Tls
+    } else {
+        ErrorKind::Connect
+    };
+    (kind, text)
 }
 
 #[cfg(test)]
@@ -294,5 +360,18 @@ mod tests {
             pinned.split('@').nth(1).unwrap()
         );
         assert_eq!(out[13].as_ref().unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn excerpts_are_short_and_cut_on_char_boundaries() {
+        assert_eq!(excerpt("a\"b"), "\"a\\\"b\"");
+        for unit in ["é", "✓", "😀", "a"] {
+            for extra in 0..4 {
+                let text = format!("{}{}", "x".repeat(extra), unit.repeat(500));
+                let e = excerpt(&text);
+                assert!(e.chars().count() < 240, "{e}");
+                assert!(e.contains("bytes in all"), "{e}");
+            }
+        }
     }
 }

@@ -40,6 +40,12 @@ pub enum FaultStep {
         body: Vec<u8>,
         send: usize,
     },
+    /// `head` answers a HEAD request, `other` every other method: a
+    /// registry that says one thing on HEAD and another on GET.
+    ByMethod {
+        head: Box<FaultStep>,
+        other: Box<FaultStep>,
+    },
 }
 
 impl FaultStep {
@@ -98,6 +104,24 @@ impl FaultStep {
             ],
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         )
+    }
+
+    /// HEAD gets `head`, GET (and anything else) gets `other`.
+    pub fn by_method(head: FaultStep, other: FaultStep) -> FaultStep {
+        FaultStep::ByMethod {
+            head: Box::new(head),
+            other: Box::new(other),
+        }
+    }
+
+    /// The step that answers a request with this method.
+    fn for_method(self, method: &str) -> FaultStep {
+        match self {
+            FaultStep::ByMethod { head, other } => {
+                if method == "HEAD" { *head } else { *other }.for_method(method)
+            }
+            step => step,
+        }
     }
 
     /// 302/307 redirect to `location`.
@@ -244,7 +268,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         let mut st = state.lock().unwrap();
         let idx = st.next.min(st.script.len() - 1);
         st.next += 1;
-        let step = st.script[idx].clone();
+        let step = st.script[idx].clone().for_method(&req.method);
         st.requests.push(RecordedRequest {
             method: req.method.clone(),
             path: req.target.clone(),
@@ -303,6 +327,10 @@ fn perform(mut stream: TcpStream, step: &FaultStep, is_head: bool, stop: &Atomic
         }
         FaultStep::Reset => {
             // Unreachable: handled before the request is consumed.
+            drop(stream);
+        }
+        FaultStep::ByMethod { .. } => {
+            // Unreachable: resolved by `for_method` when the request arrived.
             drop(stream);
         }
         FaultStep::Close => {

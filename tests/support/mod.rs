@@ -34,7 +34,7 @@ pub use docker_config::{docker_config, docker_config_raw};
 pub use fault::{FaultServer, FaultStep, RecordedRequest};
 pub use http::{http_request, http_request_body, HttpResponse};
 pub use oci::{
-    oci_image, oci_index, oracle_digest, oracle_manifest, push, sha256_digest, Layout,
+    oci_image, oci_index, oracle_digest, oracle_manifest, push, push_as, sha256_digest, Layout,
     ALL_MANIFEST_TYPES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_INDEX,
     MT_OCI_LAYER, MT_OCI_MANIFEST,
 };

@@ -242,6 +242,21 @@ pub fn push(
     dest_tag: &str,
     creds: Option<(&str, &str)>,
 ) {
+    push_as(layout, tag, reg, repo, dest_tag, creds, None)
+}
+
+/// `push` converting to a manifest `format` on the way (skopeo's
+/// `--format`: `oci` or `v2s2`, which turns an OCI index into a Docker
+/// manifest list and an OCI manifest into a Docker v2 manifest).
+pub fn push_as(
+    layout: &Path,
+    tag: &str,
+    reg: &Registry,
+    repo: &str,
+    dest_tag: &str,
+    creds: Option<(&str, &str)>,
+    format: Option<&str>,
+) {
     let auth = tempfile::tempdir().expect("tempdir");
     let mut c = skopeo(auth.path());
     c.args([
@@ -251,6 +266,9 @@ pub fn push(
         "0",
         "--dest-tls-verify=false",
     ]);
+    if let Some(f) = format {
+        c.arg(format!("--format={f}"));
+    }
     if let Some((u, p)) = creds {
         c.arg(format!("--dest-creds={}:{}", u, p));
     }
