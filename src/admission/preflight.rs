@@ -2528,6 +2528,39 @@ users:
         assert!(!has_failures(&findings), "{findings:#?}");
     }
 
+    /// `pem` with the first UTCTime's 13 bytes replaced by `with`.
+    fn with_utc_time(pem: &[u8], with: &[u8; 13]) -> Vec<u8> {
+        let mut der = CertificateDer::from_pem_slice(pem).unwrap().to_vec();
+        let at = der.windows(2).position(|w| w == [0x17, 0x0d]).unwrap() + 2;
+        der[at..at + 13].copy_from_slice(with);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n").into_bytes()
+    }
+
+    #[test]
+    fn crafted_certificate_times_do_not_panic() {
+        // A valid UTF-8 time with a two-byte character at byte 1: slicing
+        // the year out of it by bytes lands inside the character.
+        let crafted = "0\u{e9}101000000Z".as_bytes().try_into().unwrap();
+        let s = Setup::new();
+        s.write("webhook-ca.crt", &with_utc_time(&pki("ca.crt"), crafted));
+        let findings = s.run().1;
+        assert!(
+            findings.iter().any(|f| f.check == CHECK_CA),
+            "{findings:#?}"
+        );
+        let s = Setup::new();
+        s.write(
+            "apiserver-client.crt",
+            &with_utc_time(&pki("client.crt"), crafted),
+        );
+        let findings = s.run().1;
+        assert!(
+            findings.iter().any(|f| f.check == CHECK_CLIENT_CERT),
+            "{findings:#?}"
+        );
+    }
+
     #[test]
     fn https_host_parsing() {
         assert_eq!(https_host("https://a:1/p"), Some("a"));
