@@ -850,10 +850,12 @@ mod no_panic {
         )
         .unwrap()
         .to_vec();
-        for i in 0..der.len() {
-            for v in [0x00u8, 0x80, 0xc3, 0xff] {
+        for i in 0..der.len() - 1 {
+            // Single bytes, and a two-byte UTF-8 character ("é") landing
+            // inside text fields such as the validity times.
+            for v in [&[0x00u8][..], &[0x80], &[0xff], &[0xc3, 0xa9]] {
                 let mut m = der.clone();
-                m[i] = v;
+                m[i..i + v.len()].copy_from_slice(v);
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&m);
                 let pem =
                     format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
