@@ -78,6 +78,30 @@ pub async fn run(args: DoctorArgs) -> u8 {
         None,
     )
     .await;
+    pin_rows(&mut rows, &report);
+
+    let admission_file = args.admission_config.clone().or_else(|| {
+        cfg.admission
+            .enabled
+            .then(|| cfg.admission.config_file.clone())
+            .flatten()
+    });
+    if let Some(file) = admission_file {
+        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
+    }
+
+    print_table(&rows);
+    if rows.iter().any(|r| r.level == Level::Fail) {
+        EXIT_FAILED
+    } else if rows.iter().any(|r| r.level == Level::Warn) {
+        EXIT_CHECK
+    } else {
+        EXIT_OK
+    }
+}
+
+/// One row per manifest: pinned, not yet pinned, or broken.
+fn pin_rows(rows: &mut Vec<Row>, report: &pin::Report) {
     for f in &report.files {
         let (level, detail) = match &f.outcome {
             Outcome::Unchanged => (Level::Pass, "all images pinned".to_string()),
@@ -102,25 +126,6 @@ pub async fn run(args: DoctorArgs) -> u8 {
             check: format!("pinned {}", f.path.display()),
             detail,
         });
-    }
-
-    let admission_file = args.admission_config.clone().or_else(|| {
-        cfg.admission
-            .enabled
-            .then(|| cfg.admission.config_file.clone())
-            .flatten()
-    });
-    if let Some(file) = admission_file {
-        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
-    }
-
-    print_table(&rows);
-    if rows.iter().any(|r| r.level == Level::Fail) {
-        EXIT_FAILED
-    } else if rows.iter().any(|r| r.level == Level::Warn) {
-        EXIT_CHECK
-    } else {
-        EXIT_OK
     }
 }
 

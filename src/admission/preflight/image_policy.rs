@@ -4,9 +4,23 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_norway::Value;
+use serde_norway::{Mapping, Value};
 
 use super::*;
+
+/// `imagePolicy`'s known keys as Go decodes them: (canonical key, field
+/// path as written, value), the last spelling winning.
+struct Fields<'v>(Vec<(&'static str, String, &'v Value)>);
+
+impl<'v> Fields<'v> {
+    /// A set (non-null) key: its field path and value.
+    fn get(&self, name: &str) -> Option<(String, &'v Value)> {
+        self.0
+            .iter()
+            .find(|(n, _, v)| *n == name && !v.is_null())
+            .map(|(_, at, v)| (at.clone(), *v))
+    }
+}
 
 impl Run {
     /// Step 3: the `imagePolicy` settings. Returns the kubeconfig to check,
@@ -44,14 +58,21 @@ impl Run {
                 return None;
             }
         };
+        let fields = self.fields(file, &ip_field, ip);
+        self.durations(file, &ip_field, &fields);
+        self.default_allow(file, &ip_field, &fields);
+        self.kube_config_file(file, &ip_field, &fields)
+    }
 
-        // encoding/json: keys match case-insensitively, the last one wins,
-        // unknown keys are ignored.
-        let mut fields: Vec<(&'static str, String, &Value)> = Vec::new();
+    /// encoding/json: keys match case-insensitively, the last one wins,
+    /// unknown keys are ignored.
+    fn fields<'v>(&mut self, file: &Path, ip_field: &str, ip: &'v Mapping) -> Fields<'v> {
+        const C: &str = CHECK_SETTINGS;
+        let mut fields = Vec::new();
         for (k, v) in ip {
             let Some(k) = k.as_str() else {
                 self.warn(
-                    site(C, file).at(&ip_field),
+                    site(C, file).at(ip_field),
                     format!("key {} is not a string and is ignored", describe(k)),
                 );
                 continue;
@@ -78,23 +99,21 @@ impl Run {
                 ),
             }
         }
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _, v)| *n == name && !v.is_null())
-                .map(|(_, at, v)| (at.clone(), *v))
-        };
+        Fields(fields)
+    }
 
+    fn durations(&mut self, file: &Path, ip_field: &str, fields: &Fields) {
+        const C: &str = CHECK_SETTINGS;
         for d in [&ALLOW_TTL, &DENY_TTL, &RETRY_BACKOFF] {
-            let Some((at, v)) = get(d.key) else {
+            let Some((at, v)) = fields.get(d.key) else {
                 self.pass(
                     site(C, file).at(&format!("{ip_field}.{}", d.key)),
                     format!("not set: the default, {}", d.default),
                 );
                 continue;
             };
-            let verdict = match v {
-                Value::Number(n) if n.as_i64().is_some() => d.check(n.as_i64().unwrap_or(0)),
+            let verdict = match v.as_i64() {
+                Some(n) if v.is_number() => d.check(n),
                 _ => Verdict::Fail(format!(
                     "{}, got {}{}",
                     d.expected(),
@@ -106,40 +125,51 @@ impl Run {
                     }
                 )),
             };
+            let at = site(C, file).at(&at);
             match verdict {
-                Verdict::Pass(m) => self.pass(site(C, file).at(&at), m),
-                Verdict::Warn(m) => self.warn(site(C, file).at(&at), m),
-                Verdict::Fail(m) => self.fail(site(C, file).at(&at), m),
+                Verdict::Pass(m) => self.pass(at, m),
+                Verdict::Warn(m) => self.warn(at, m),
+                Verdict::Fail(m) => self.fail(at, m),
             }
         }
+    }
 
-        match get("defaultAllow") {
+    fn default_allow(&mut self, file: &Path, ip_field: &str, fields: &Fields) {
+        const C: &str = CHECK_FAIL_OPEN;
+        match fields.get("defaultAllow") {
             None => self.pass(
-                site(CHECK_FAIL_OPEN, file).at(&format!("{ip_field}.defaultAllow")),
+                site(C, file).at(&format!("{ip_field}.defaultAllow")),
                 "not set: false, the webhook fails closed",
             ),
-            Some((at, Value::Bool(false))) => self.pass(
-                site(CHECK_FAIL_OPEN, file).at(&at),
-                "false: the webhook fails closed",
-            ),
+            Some((at, Value::Bool(false))) => {
+                self.pass(site(C, file).at(&at), "false: the webhook fails closed")
+            }
             Some((at, Value::Bool(true))) => {
                 self.default_allow = true;
                 self.warn(
-                    site(CHECK_FAIL_OPEN, file).at(&at),
+                    site(C, file).at(&at),
                     "true: the webhook fails open: if the backend is down, every image is admitted",
                 );
             }
             Some((at, v)) => self.fail(
-                site(CHECK_FAIL_OPEN, file).at(&at),
+                site(C, file).at(&at),
                 format!("must be true or false, got {}", describe(v)),
             ),
         }
+    }
 
-        let kc_field = format!("{ip_field}.kubeConfigFile");
-        let (at, path) = match get("kubeConfigFile") {
+    /// The webhook kubeconfig's path, with the file and field naming it.
+    fn kube_config_file(
+        &mut self,
+        file: &Path,
+        ip_field: &str,
+        fields: &Fields,
+    ) -> Option<(PathBuf, PathBuf, String)> {
+        const C: &str = CHECK_SETTINGS;
+        let (at, path) = match fields.get("kubeConfigFile") {
             Some((at, Value::String(s))) if !s.is_empty() => (at, s.clone()),
             None | Some((_, Value::String(_))) => {
-                self.fail(site(C, file).at(&kc_field), "not set: ImagePolicyWebhook needs the kubeconfig that says where the webhook backend is");
+                self.fail(site(C, file).at(&format!("{ip_field}.kubeConfigFile")), "not set: ImagePolicyWebhook needs the kubeconfig that says where the webhook backend is");
                 return None;
             }
             Some((at, v)) => {

@@ -13,10 +13,34 @@ use super::*;
 impl Run {
     /// Step 4: the webhook kubeconfig, its CA and client credentials.
     pub(super) fn kubeconfig(&mut self, path: &Path, from: &Path, from_field: &str) {
-        const C: &str = CHECK_KUBECONFIG;
-        let Some(bytes) = self.read_referenced(C, path, from, from_field) else {
+        let Some(kc) = self.load_kubeconfig(path, from, from_field) else {
             return;
         };
+        let Some(Current {
+            cluster_index,
+            cluster,
+            user_index,
+            user,
+        }) = self.current(path, &kc)
+        else {
+            return;
+        };
+        let base = parent(path).to_path_buf();
+        self.server(path, cluster_index, &cluster);
+        self.ca(path, &base, cluster_index, &cluster);
+        self.client_cert(path, &base, user_index, &user);
+    }
+
+    /// Reads and decodes the kubeconfig as clientcmd does, refusing what it
+    /// refuses: another version or kind, a repeated name.
+    fn load_kubeconfig(
+        &mut self,
+        path: &Path,
+        from: &Path,
+        from_field: &str,
+    ) -> Option<KubeConfig> {
+        const C: &str = CHECK_KUBECONFIG;
+        let bytes = self.read_referenced(C, path, from, from_field)?;
         let kc: KubeConfig = match parse_typed::<Option<KubeConfig>>(&bytes) {
             Ok(kc) => kc.unwrap_or_default(),
             Err(e) => {
@@ -24,7 +48,7 @@ impl Run {
                     site(C, path),
                     format!("{e} (expected a kubeconfig, kind: Config)"),
                 );
-                return;
+                return None;
             }
         };
         if let Some(v) = kc.api_version.as_deref().filter(|v| *v != "v1") {
@@ -32,82 +56,92 @@ impl Run {
                 site(C, path).at("apiVersion"),
                 format!("must be v1, got {v:?}"),
             );
-            return;
+            return None;
         }
         if let Some(k) = kc.kind.as_deref().filter(|k| *k != "Config") {
             self.fail(
                 site(C, path).at("kind"),
                 format!("must be Config, got {k:?}"),
             );
-            return;
+            return None;
         }
-        let clusters = kc.clusters.unwrap_or_default();
-        let users = kc.users.unwrap_or_default();
-        let contexts = kc.contexts.unwrap_or_default();
         // clientcmd turns these lists into maps and rejects a repeated name.
-        let dup = duplicate(clusters.iter().map(|c| c.name.as_deref()), "clusters")
-            .or_else(|| duplicate(users.iter().map(|u| u.name.as_deref()), "users"))
-            .or_else(|| duplicate(contexts.iter().map(|c| c.name.as_deref()), "contexts"));
+        let clusters = kc.clusters().iter().map(|c| c.name.as_deref()).collect();
+        let users = kc.users().iter().map(|u| u.name.as_deref()).collect();
+        let contexts = kc.contexts().iter().map(|c| c.name.as_deref()).collect();
+        let dup = duplicate(clusters, "clusters")
+            .or_else(|| duplicate(users, "users"))
+            .or_else(|| duplicate(contexts, "contexts"));
         if let Some((field, name)) = dup {
             self.fail(
                 site(C, path).at(&field),
                 format!("duplicate name {name:?}: the kubeconfig loader rejects the file"),
             );
-            return;
+            return None;
         }
+        Some(kc)
+    }
 
-        let Some(current) = kc.current_context.filter(|c| !c.is_empty()) else {
+    /// The cluster and user current-context selects.
+    fn current(&mut self, path: &Path, kc: &KubeConfig) -> Option<Current> {
+        const C: &str = CHECK_KUBECONFIG;
+        let Some(current) = kc.current_context.as_deref().filter(|c| !c.is_empty()) else {
             self.fail(
                 site(C, path).at("current-context"),
                 "not set: kube-apiserver cannot tell which cluster and user to use for the webhook",
             );
-            return;
+            return None;
         };
-        let Some((ci, ctx)) = contexts
+        let Some((ci, ctx)) = kc
+            .contexts()
             .iter()
             .enumerate()
-            .find(|(_, c)| c.name.as_deref() == Some(current.as_str()))
+            .find(|(_, c)| c.name.as_deref() == Some(current))
         else {
             self.fail(
                 site(C, path).at("current-context"),
                 format!("names context {current:?}, which is not in contexts"),
             );
-            return;
+            return None;
         };
         let ctx = ctx.context.clone().unwrap_or_default();
         let cluster_name = ctx.cluster.unwrap_or_default();
-        let Some((cli, cluster)) = clusters.iter().enumerate().find(|(_, c)| {
-            c.name.as_deref() == Some(cluster_name.as_str()) && !cluster_name.is_empty()
-        }) else {
+        let by_name = |n: Option<&str>, want: &str| n == Some(want) && !want.is_empty();
+        let Some((cluster_index, cluster)) = kc
+            .clusters()
+            .iter()
+            .enumerate()
+            .find(|(_, c)| by_name(c.name.as_deref(), &cluster_name))
+        else {
             self.fail(
                 site(C, path).at(&format!("contexts[{ci}].context.cluster")),
                 format!("names cluster {cluster_name:?}, which is not in clusters"),
             );
-            return;
+            return None;
         };
         let user_name = ctx.user.unwrap_or_default();
-        let Some((ui, user)) = users
+        let Some((user_index, user)) = kc
+            .users()
             .iter()
             .enumerate()
-            .find(|(_, u)| u.name.as_deref() == Some(user_name.as_str()) && !user_name.is_empty())
+            .find(|(_, u)| by_name(u.name.as_deref(), &user_name))
         else {
             self.fail(
                 site(C, path).at(&format!("contexts[{ci}].context.user")),
                 format!("names user {user_name:?}, which is not in users"),
             );
-            return;
+            return None;
         };
         self.pass(
             site(C, path).at("current-context"),
             format!("{current:?}: cluster {cluster_name:?}, user {user_name:?}"),
         );
-
-        let base = parent(path).to_path_buf();
-        let cluster = cluster.cluster.clone().unwrap_or_default();
-        self.server(path, cli, &cluster);
-        self.ca(path, &base, cli, &cluster);
-        let user = user.user.clone().unwrap_or_default();
-        self.client_cert(path, &base, ui, &user);
+        Some(Current {
+            cluster_index,
+            cluster: cluster.cluster.clone().unwrap_or_default(),
+            user_index,
+            user: user.user.clone().unwrap_or_default(),
+        })
     }
 
     fn server(&mut self, path: &Path, ci: usize, cluster: &Cluster) {
@@ -217,8 +251,15 @@ impl Run {
             }
             (Loaded::Pem(cert), Loaded::Pem(key)) => (cert, key),
         };
-        let chain = match parse_cert_chain(&cert.bytes) {
-            Ok(c) => c,
+        self.key_pair(path, &cert, &key);
+    }
+
+    /// The client certificate parses, its key loads and matches, and it is
+    /// within its validity.
+    fn key_pair(&mut self, path: &Path, cert: &Pem, key: &Pem) {
+        const C: &str = CHECK_CLIENT_CERT;
+        let leaf = match parse_cert_chain(&cert.bytes) {
+            Ok(chain) => chain.into_iter().next(),
             Err(e) => {
                 self.fail(
                     site(C, path).at(&cert.field),
@@ -234,24 +275,32 @@ impl Run {
                 return;
             }
         };
-        match key_matches_cert(&chain[0], parsed_key) {
+        let Some(leaf) = leaf else { return };
+        let (cert_at, key_at) = (site(C, path).at(&cert.field), site(C, path).at(&key.field));
+        match key_matches_cert(&leaf, parsed_key) {
             Ok(KeyMatch::Yes) => {
                 let msg = format!("{}: the key in {} matches it", cert.source, key.source);
-                match cert_expiry(&chain[0]) {
-                    Some(Expiry::Expired(when)) => self.warn(site(C, path).at(&cert.field), format!("{msg}, but it expired on {when}: the backend will refuse the TLS handshake")),
-                    Some(Expiry::NotYetValid(when)) => self.warn(site(C, path).at(&cert.field), format!("{msg}, but it is not valid before {when}")),
-                    _ => self.pass(site(C, path).at(&cert.field), msg),
+                match cert_expiry(&leaf) {
+                    Some(Expiry::Expired(when)) => self.warn(cert_at, format!("{msg}, but it expired on {when}: the backend will refuse the TLS handshake")),
+                    Some(Expiry::NotYetValid(when)) => self.warn(cert_at, format!("{msg}, but it is not valid before {when}")),
+                    _ => self.pass(cert_at, msg),
                 }
             }
-            Ok(KeyMatch::Unknown) => self.warn(site(C, path).at(&key.field), format!(
+            Ok(KeyMatch::Unknown) => self.warn(
+                key_at,
+                format!(
                     "{}: cannot tell whether this key matches the certificate in {}",
                     key.source, cert.source
-                )),
-            Ok(KeyMatch::No) => self.fail(site(C, path).at(&key.field), format!(
-                    "{}: the key does not match the certificate in {}: kube-apiserver does not start",
-                    key.source, cert.source
-                )),
-            Err(e) => self.fail(site(C, path).at(&key.field), format!("{}: {e}", key.source)),
+                ),
+            ),
+            Ok(KeyMatch::No) => self.fail(
+                key_at,
+                format!(
+                "{}: the key does not match the certificate in {}: kube-apiserver does not start",
+                key.source, cert.source
+            ),
+            ),
+            Err(e) => self.fail(key_at, format!("{}: {e}", key.source)),
         }
     }
 
@@ -269,7 +318,7 @@ impl Run {
         match (file, data) {
             (Some(_), Some(_)) => {
                 let short = file_field.rsplit('.').next().unwrap_or(file_field);
-                self.fail(site(check, kubeconfig).at(&data_field), format!("set together with {short}: client-go refuses a kubeconfig with both and kube-apiserver does not start; keep one"));
+                self.fail(site(check, kubeconfig).at(data_field), format!("set together with {short}: client-go refuses a kubeconfig with both and kube-apiserver does not start; keep one"));
                 Loaded::Failed
             }
             (Some(f), None) => {
@@ -295,7 +344,7 @@ impl Run {
                     }),
                     Err(e) => {
                         self.fail(
-                            site(check, kubeconfig).at(&data_field),
+                            site(check, kubeconfig).at(data_field),
                             format!("is not valid base64: {e}"),
                         );
                         Loaded::Failed
@@ -411,12 +460,31 @@ struct Context {
     user: Option<String>,
 }
 
-fn duplicate<'a>(
-    names: impl Iterator<Item = Option<&'a str>>,
-    list: &str,
-) -> Option<(String, String)> {
+/// What current-context selects, with the list indices for field paths.
+struct Current {
+    cluster_index: usize,
+    cluster: Cluster,
+    user_index: usize,
+    user: User,
+}
+
+impl KubeConfig {
+    fn clusters(&self) -> &[NamedCluster] {
+        self.clusters.as_deref().unwrap_or_default()
+    }
+
+    fn users(&self) -> &[NamedUser] {
+        self.users.as_deref().unwrap_or_default()
+    }
+
+    fn contexts(&self) -> &[NamedContext] {
+        self.contexts.as_deref().unwrap_or_default()
+    }
+}
+
+fn duplicate(names: Vec<Option<&str>>, list: &str) -> Option<(String, String)> {
     let mut seen = HashSet::new();
-    for (i, n) in names.enumerate() {
+    for (i, n) in names.into_iter().enumerate() {
         let n = n.unwrap_or("");
         if !seen.insert(n) {
             return Some((format!("{list}[{i}].name"), n.to_string()));

@@ -186,7 +186,7 @@ mod tests {
                 Target::Wrapped { .. } => "wrapped",
                 Target::Ambiguous { .. } => "ambiguous",
             });
-            assert_eq!(got.as_deref(), *want, "{c:?}");
+            assert_eq!(got, *want, "{c:?}");
         }
     }
 
