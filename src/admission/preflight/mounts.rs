@@ -74,11 +74,7 @@ fn resolve_in_container(path: &Path, mounts: &[PathBuf]) -> Result<PathBuf, Hidd
             cur = next;
             continue;
         }
-        let host_root = fs::canonicalize(mount).unwrap_or_else(|_| mount.clone());
-        let host = next
-            .strip_prefix(mount)
-            .map_or_else(|_| next.clone(), |rest| host_root.join(rest));
-        match fs::read_link(&host) {
+        match fs::read_link(host_path(&next, mounts)) {
             Ok(link) => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -92,6 +88,17 @@ fn resolve_in_container(path: &Path, mounts: &[PathBuf]) -> Result<PathBuf, Hidd
         }
     }
     Ok(cur)
+}
+
+/// The host path behind container path `path`: the covering mount's host
+/// directory (followed, as the bind mount follows it) joined with the rest.
+fn host_path(path: &Path, mounts: &[PathBuf]) -> PathBuf {
+    let Some(mount) = covering(path, mounts) else {
+        return path.to_path_buf();
+    };
+    let root = fs::canonicalize(mount).unwrap_or_else(|_| mount.clone());
+    path.strip_prefix(mount)
+        .map_or_else(|_| path.to_path_buf(), |rest| root.join(rest))
 }
 
 /// Queues `p`'s components ahead of what is left; an absolute `p` restarts
@@ -128,6 +135,10 @@ impl Run {
         for r in &refs {
             let at = site(CHECK_MOUNTS, &r.from).field(r.field.as_deref());
             match resolve_in_container(&r.path, &mounts) {
+                Ok(seen) if !host_path(&seen, &mounts).exists() => self.warn(at, format!(
+                    "{} does not exist, so whether the kube-apiserver container would see it cannot be checked",
+                    r.path.display()
+                )),
                 Ok(seen) => {
                     let through = covering(&seen, &mounts).unwrap_or(&seen);
                     self.pass(at, format!(

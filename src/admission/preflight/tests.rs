@@ -933,3 +933,16 @@ fn normalize_is_lexical() {
     );
     assert_eq!(resolve(Path::new("/etc/k"), "/abs"), Path::new("/abs"));
 }
+
+#[test]
+fn a_missing_file_is_never_reported_visible() {
+    let s = Setup::new();
+    fs::remove_file(s.kubeconf()).unwrap();
+    let findings = s.run().1;
+    let mount = findings
+        .iter()
+        .find(|f| f.check == CHECK_MOUNTS && f.message.contains("kubeconf"))
+        .unwrap();
+    assert_eq!(mount.level, Level::Warn, "{mount}");
+    assert!(mount.message.contains("does not exist"), "{mount}");
+}

@@ -74,18 +74,55 @@ fn runs_directly(c: &ContainerView) -> bool {
     }
 }
 
+/// Whether `argv[i]` starts kube-apiserver: the program a wrapper such as
+/// hyperkube or tini is given, or a shell script that runs it (first word,
+/// or after `exec`, `;`, `&&`, `||`, `|`). An item that is the value of a
+/// preceding `--flag` (e.g. `--target kube-apiserver`) does not count.
+fn runs_in(argv: &[Option<&str>], i: usize) -> bool {
+    let Some(item) = argv[i] else { return false };
+    let value_of_flag = i
+        .checked_sub(1)
+        .and_then(|p| argv[p])
+        .is_some_and(|p| p.starts_with('-') && !p.contains('=') && p != "-c" && p != "--");
+    if value_of_flag {
+        return false;
+    }
+    // Words, with `None` for a separator that starts a new command.
+    let mut tokens: Vec<Option<&str>> = Vec::new();
+    let mut start = 0;
+    for (at, ch) in item.char_indices() {
+        let separator = ";&|()".contains(ch);
+        if ch.is_whitespace() || separator {
+            tokens.push(Some(&item[start..at]));
+            if separator {
+                tokens.push(None);
+            }
+            start = at + ch.len_utf8();
+        }
+    }
+    tokens.push(Some(&item[start..]));
+    let mut at_command = true;
+    for token in tokens {
+        match token {
+            None => at_command = true,
+            Some("") => {}
+            Some(word) if at_command && basename(word) == BINARY => return true,
+            Some(word) => at_command = word == "exec",
+        }
+    }
+    false
+}
+
 /// Why a container that looks like kube-apiserver is not running it
 /// directly, or `None` when it does not look like kube-apiserver at all.
 fn wrapped(c: &ContainerView, labelled: bool) -> Option<String> {
-    let mentions = command(c)
+    let argv: Vec<Option<&str>> = command(c)
         .unwrap_or(&[])
         .iter()
         .chain(&c.args)
-        .flatten()
-        .any(|s| {
-            s.split(|ch: char| ch.is_whitespace() || ch == '/')
-                .any(|w| w == BINARY)
-        });
+        .copied()
+        .collect();
+    let mentions = (0..argv.len()).any(|i| runs_in(&argv, i));
     let image = c.image.is_some_and(is_apiserver_image);
     let named = labelled && c.name == Some(BINARY);
     if !(mentions || image || named) {
