@@ -15,6 +15,7 @@ use staticpin::admission::preflight::{
     has_failures, preflight, Admission, Finding, Level, CHECK_ADMISSION_CONFIG, CHECK_CA,
     CHECK_FAIL_OPEN, CHECK_MOUNTS,
 };
+use support::cli::Sandbox;
 use support::Pki;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admission");
@@ -22,7 +23,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admi
 /// A node-like layout in a temp dir: `admission/` (the directory to mount),
 /// `manifests/` (kubelet's), `input/` (where the operator's PEM files are).
 struct Node {
-    tmp: tempfile::TempDir,
+    sb: Sandbox,
     pki: Pki,
     client_cert: PathBuf,
     client_key: PathBuf,
@@ -30,14 +31,14 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let tmp = tempfile::tempdir().unwrap();
+        let sb = Sandbox::new();
         for d in ["admission", "manifests", "input"] {
-            fs::create_dir(tmp.path().join(d)).unwrap();
+            fs::create_dir(sb.path(d)).unwrap();
         }
-        let pki = Pki::new(&tmp.path().join("input"), "webhook");
+        let pki = Pki::new(&sb.path("input"), "webhook");
         let (client_cert, client_key) = pki.client_cert("kube-apiserver-imagepolicy");
         Node {
-            tmp,
+            sb,
             pki,
             client_cert,
             client_key,
@@ -45,7 +46,7 @@ impl Node {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
+        self.sb.path(rel)
     }
 
     fn admission_dir(&self) -> PathBuf {
@@ -53,12 +54,7 @@ impl Node {
     }
 
     fn staticpin(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .args(args)
-            .env("HOME", self.path("input"))
-            .env_remove("STATICPIN_LOG")
-            .output()
-            .unwrap()
+        support::run_output(self.sb.command().args(args))
     }
 
     /// `admission init` with this node's PKI and dirs; `extra` flags replace

@@ -11,10 +11,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::apiserver::{write_livez, Apiserver, ETCD_DOWN, OK};
+use support::cli::Sandbox;
 use support::*;
 
+/// A fake node inside the shared isolated-CLI sandbox (private HOME, cwd,
+/// kubelet root and certs dir, cleared environment, explicit config).
 struct Node {
-    tmp: tempfile::TempDir,
+    sb: Sandbox,
     webhook: Pki,
 }
 
@@ -22,19 +25,19 @@ impl Node {
     /// A fake node: a manifest dir, and admission files rendered by
     /// `staticpin admission init` into `<tmp>/admission`.
     fn new() -> Node {
-        let tmp = tempfile::tempdir().unwrap();
-        for d in ["manifests", "home", "empty", "pki"] {
-            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        let sb = Sandbox::new();
+        for d in ["manifests", "pki"] {
+            std::fs::create_dir_all(sb.path(d)).unwrap();
         }
-        std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
-        let webhook = Pki::new(tmp.path(), "webhook");
-        let node = Node { tmp, webhook };
+        std::fs::write(sb.path("config.yaml"), "{}\n").unwrap();
+        let webhook = Pki::new(&sb.path(""), "webhook");
+        let node = Node { sb, webhook };
         node.init("admission");
         node
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
+        self.sb.path(p)
     }
 
     fn admission_config(&self, dir: &str) -> PathBuf {
@@ -44,7 +47,8 @@ impl Node {
     fn init(&self, dir: &str) {
         let (cert, key) = self.webhook.client_cert("kube-apiserver");
         let out = self.run(
-            Command::new(env!("CARGO_BIN_EXE_staticpin"))
+            self.sb
+                .command()
                 .args([
                     "admission",
                     "init",
@@ -71,22 +75,19 @@ impl Node {
     }
 
     fn run(&self, cmd: &mut Command) -> Output {
-        run_output(
-            cmd.current_dir(self.path("empty"))
-                .env("HOME", self.path("home")),
-        )
+        run_output(cmd)
     }
 
     fn staticpin(&self, sub: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
+        let mut cmd = self.sb.command();
         cmd.arg(sub).arg("--config").arg(self.path("config.yaml"));
         if sub == "pin" {
             cmd.arg("--backup-dir")
                 .arg(self.path("backups"))
                 .arg("--kubelet-root-dir")
-                .arg(self.path("empty"))
+                .arg(self.path("kubelet"))
                 .arg("--certs-dir")
-                .arg(self.path("empty"));
+                .arg(self.sb.certs());
         }
         self.run(cmd.args(args))
     }
@@ -126,10 +127,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The Python tools' virtual environment: `STATICPIN_VENV`, else
+/// `target/venv` (where `.ci/deps` creates it).
+fn venv_bin(tool: &str) -> PathBuf {
+    std::env::var_os("STATICPIN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv"))
+        .join("bin")
+        .join(tool)
+}
+
 /// The result must still be a valid Pod to the Kubernetes schemas.
 fn assert_valid_pod(file: &Path) {
     let out = run_output(
-        Command::new("kubernetes-validate")
+        Command::new(venv_bin("kubernetes-validate"))
             .args(["--strict", "-k", "1.31.0"])
             .arg(file),
     );
