@@ -152,6 +152,97 @@ fn assert_warns(findings: &[Finding], check: &str, field_suffix: &str, needle: &
 
 const FIELD: &str = "plugins[0].configuration.imagePolicy";
 
+/// Which file of the setup a case edits.
+#[derive(Clone, Copy, Debug)]
+enum In {
+    Config,
+    Kubeconf,
+}
+
+/// One broken setting: the file, the text replaced in it, the field the
+/// failure must name (`@F@` stands for the imagePolicy field path) and a
+/// part of its message.
+struct Broken {
+    file: In,
+    from: &'static str,
+    to: &'static str,
+    field: &'static str,
+    needle: &'static str,
+}
+
+const fn broken(
+    file: In,
+    from: &'static str,
+    to: &'static str,
+    field: &'static str,
+    needle: &'static str,
+) -> Broken {
+    Broken {
+        file,
+        from,
+        to,
+        field,
+        needle,
+    }
+}
+
+const BROKEN: &[Broken] = &[
+    broken(In::Config, "config.k8s.io/v1", "config.k8s.io/v2", "apiVersion",
+        "must be apiserver.config.k8s.io/v1, got the string \"apiserver.config.k8s.io/v2\""),
+    broken(In::Config, "kind: AdmissionConfiguration", "kind: Config", "kind",
+        "must be AdmissionConfiguration"),
+    broken(In::Config, "apiVersion: apiserver.config.k8s.io/v1\n", "", "apiVersion", "not set"),
+    broken(In::Config, "allowTTL: 50", "allowTTL: 50s", "@F@.allowTTL",
+        "must be an integer between 1 and 1800 (seconds), or 0 for the default or -1 to disable, got the string \"50s\""),
+    broken(In::Config, "denyTTL: 50", "denyTTL: 3600", "@F@.denyTTL", "got 3600"),
+    broken(In::Config, "allowTTL: 50", "allowTTL: -2", "@F@.allowTTL", "got -2"),
+    broken(In::Config, "allowTTL: 50", "allowTTL: 50.5", "@F@.allowTTL", "got 50.5"),
+    broken(In::Config, "retryBackoff: 500", "retryBackoff: 300001", "@F@.retryBackoff",
+        "between 1 and 300000 (milliseconds), or 0 for the default or -1 to disable, got 300001"),
+    broken(In::Config, "allowTTL: 50", "allowttl: 5000", "@F@.allowttl", "got 5000"),
+    broken(In::Config, "defaultAllow: false", "defaultAllow: \"no\"", "@F@.defaultAllow",
+        "must be true or false"),
+    broken(In::Kubeconf, "apiVersion: v1", "apiVersion: v2", "apiVersion", "must be v1"),
+    broken(In::Kubeconf, "current-context: bouncer_validator\n", "", "current-context", "not set"),
+    broken(In::Kubeconf, "current-context: bouncer_validator", "current-context: other",
+        "current-context", "names context \"other\", which is not in contexts"),
+    broken(In::Kubeconf, "cluster: bouncer_webhook", "cluster: webhook",
+        "contexts[0].context.cluster", "names cluster \"webhook\", which is not in clusters"),
+    broken(In::Kubeconf, "user: api-server", "user: apiserver", "contexts[0].context.user",
+        "names user \"apiserver\", which is not in users"),
+    broken(In::Kubeconf, "users:\n", "users:\n- name: api-server\n  user:\n    token: abc\n",
+        "users[1].name", "duplicate name \"api-server\""),
+    broken(In::Kubeconf, "https://image-bouncer", "http://image-bouncer",
+        "clusters[0].cluster.server", "must be an https:// URL with a host"),
+    broken(In::Kubeconf, "https://image-bouncer-webhook:30080", "https://:30080",
+        "clusters[0].cluster.server", "https://"),
+    broken(In::Kubeconf, "    server: https://image-bouncer-webhook:30080/image_policy\n", "",
+        "clusters[0].cluster.server", "not set"),
+];
+
+#[test]
+fn each_broken_setting_fails_at_its_field() {
+    for b in BROKEN {
+        let (config, kubeconf) = match b.file {
+            In::Config => (CONFIG.replace(b.from, b.to), KUBECONF.to_string()),
+            In::Kubeconf => (CONFIG.to_string(), KUBECONF.replace(b.from, b.to)),
+        };
+        assert!(
+            config != CONFIG || kubeconf != KUBECONF,
+            "{:?} {:?} is not in the base setup",
+            b.file,
+            b.from
+        );
+        let s = Setup::with(&config, &kubeconf);
+        let file = match b.file {
+            In::Config => s.config(),
+            In::Kubeconf => s.kubeconf(),
+        };
+        let field = b.field.replace("@F@", FIELD);
+        assert_fails(&s.run().1, &file, Some(&field), b.needle);
+    }
+}
+
 #[test]
 fn cks_setup_passes_every_check() {
     let s = Setup::new();
@@ -209,26 +300,6 @@ fn config_that_does_not_parse() {
     assert_fails(&s.run().1, &s.config(), None, "is empty");
     let s = Setup::with_config("- ImagePolicyWebhook\n");
     assert_fails(&s.run().1, &s.config(), None, "must be a mapping");
-}
-
-#[test]
-fn wrong_api_version_or_kind() {
-    let s = Setup::with_config(&CONFIG.replace("config.k8s.io/v1", "config.k8s.io/v2"));
-    assert_fails(
-        &s.run().1,
-        &s.config(),
-        Some("apiVersion"),
-        "must be apiserver.config.k8s.io/v1, got the string \"apiserver.config.k8s.io/v2\"",
-    );
-    let s = Setup::with_config(&CONFIG.replace("kind: AdmissionConfiguration", "kind: Config"));
-    assert_fails(
-        &s.run().1,
-        &s.config(),
-        Some("kind"),
-        "must be AdmissionConfiguration",
-    );
-    let s = Setup::with_config(&CONFIG.replace("apiVersion: apiserver.config.k8s.io/v1\n", ""));
-    assert_fails(&s.run().1, &s.config(), Some("apiVersion"), "not set");
 }
 
 #[test]
@@ -356,42 +427,6 @@ fn embedded_configuration_wins_over_path() {
 }
 
 #[test]
-fn ttl_given_as_a_duration_string() {
-    let s = Setup::with_config(&CONFIG.replace("allowTTL: 50", "allowTTL: 50s"));
-    assert_fails(
-            &s.run().1,
-            &s.config(),
-            Some(&format!("{FIELD}.allowTTL")),
-            "must be an integer between 1 and 1800 (seconds), or 0 for the default or -1 to disable, got the string \"50s\"",
-        );
-}
-
-#[test]
-fn ttl_out_of_range() {
-    let s = Setup::with_config(&CONFIG.replace("denyTTL: 50", "denyTTL: 3600"));
-    assert_fails(
-        &s.run().1,
-        &s.config(),
-        Some(&format!("{FIELD}.denyTTL")),
-        "got 3600",
-    );
-    let s = Setup::with_config(&CONFIG.replace("allowTTL: 50", "allowTTL: -2"));
-    assert_fails(
-        &s.run().1,
-        &s.config(),
-        Some(&format!("{FIELD}.allowTTL")),
-        "got -2",
-    );
-    let s = Setup::with_config(&CONFIG.replace("allowTTL: 50", "allowTTL: 50.5"));
-    assert_fails(
-        &s.run().1,
-        &s.config(),
-        Some(&format!("{FIELD}.allowTTL")),
-        "got 50.5",
-    );
-}
-
-#[test]
 fn retry_backoff_out_of_range() {
     let s = Setup::with_config(&CONFIG.replace("retryBackoff: 500", "retryBackoff: 300001"));
     assert_fails(
@@ -503,87 +538,6 @@ fn kubeconfig_that_does_not_parse() {
     assert_fails(&s.run().1, &s.kubeconf(), None, "does not parse as YAML");
     let s = Setup::with_kubeconf(&KUBECONF.replace("apiVersion: v1", "apiVersion: v2"));
     assert_fails(&s.run().1, &s.kubeconf(), Some("apiVersion"), "must be v1");
-}
-
-#[test]
-fn current_context_must_resolve() {
-    let s = Setup::with_kubeconf(&KUBECONF.replace("current-context: bouncer_validator\n", ""));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("current-context"),
-        "not set",
-    );
-    let s = Setup::with_kubeconf(&KUBECONF.replace(
-        "current-context: bouncer_validator",
-        "current-context: other",
-    ));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("current-context"),
-        "names context \"other\", which is not in contexts",
-    );
-    let s = Setup::with_kubeconf(&KUBECONF.replace("cluster: bouncer_webhook", "cluster: webhook"));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("contexts[0].context.cluster"),
-        "names cluster \"webhook\", which is not in clusters",
-    );
-    let s = Setup::with_kubeconf(&KUBECONF.replace("user: api-server", "user: apiserver"));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("contexts[0].context.user"),
-        "names user \"apiserver\", which is not in users",
-    );
-}
-
-#[test]
-fn duplicate_names_are_rejected() {
-    let dup = KUBECONF.replace(
-        "users:\n",
-        "users:\n- name: api-server\n  user:\n    token: abc\n",
-    );
-    let s = Setup::with_kubeconf(&dup);
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("users[1].name"),
-        "duplicate name \"api-server\"",
-    );
-}
-
-#[test]
-fn server_must_be_https() {
-    let s =
-        Setup::with_kubeconf(&KUBECONF.replace("https://image-bouncer", "http://image-bouncer"));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("clusters[0].cluster.server"),
-        "must be an https:// URL with a host",
-    );
-    let s = Setup::with_kubeconf(
-        &KUBECONF.replace("https://image-bouncer-webhook:30080", "https://:30080"),
-    );
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("clusters[0].cluster.server"),
-        "https://",
-    );
-    let s = Setup::with_kubeconf(&KUBECONF.replace(
-        "    server: https://image-bouncer-webhook:30080/image_policy\n",
-        "",
-    ));
-    assert_fails(
-        &s.run().1,
-        &s.kubeconf(),
-        Some("clusters[0].cluster.server"),
-        "not set",
-    );
 }
 
 #[test]
