@@ -339,6 +339,22 @@ fn init_refuses_a_plain_http_url() {
     assert_eq!(fs::read_dir(node.admission_dir()).unwrap().count(), 0);
 }
 
+/// `admission init` writes only where wiring will mount: never into `/`
+/// or a system directory (checked before anything is written).
+#[test]
+fn init_refuses_a_system_directory() {
+    let node = Node::new();
+    for dir in ["/etc", "/", "/usr/", "/var/lib/../lib"] {
+        let out = node.init(&["--dir", dir]);
+        assert_exit(&out, 2);
+        assert!(
+            text(&out.stderr).contains("is not a dedicated directory"),
+            "{dir}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn init_refuses_a_directory_inside_the_manifest_dir() {
     let node = Node::new();

@@ -127,6 +127,9 @@ pub enum InitError {
         .manifest_dir.display()
     )]
     InManifestDir { dir: PathBuf, manifest_dir: PathBuf },
+    /// `/` or a system directory: wiring would refuse to mount it.
+    #[error("--dir {0}")]
+    NotDedicated(String),
     #[error("{}: {reason}", .path.display())]
     Input { path: PathBuf, reason: String },
     #[error("{}: the key does not match the certificate {}", .key.display(), .cert.display())]
@@ -221,6 +224,7 @@ fn check_inputs(opts: &InitOptions) -> Result<(PathBuf, Inputs), InitError> {
     if dir.starts_with(&manifest_dir) || real(&dir).starts_with(real(&manifest_dir)) {
         return Err(InitError::InManifestDir { dir, manifest_dir });
     }
+    crate::admission::wiring::dedicated_dir(&dir).map_err(InitError::NotDedicated)?;
 
     let ca = read_input(&opts.webhook_ca)?;
     preflight::parse_ca(&ca).map_err(|reason| input_error(&opts.webhook_ca, reason))?;

@@ -177,25 +177,34 @@ fn wireable(root: &Node) -> Result<usize, String> {
     }
 }
 
-/// The mount directory must hold only what kube-apiserver needs to read.
-fn dedicated(req: &Request) -> Result<(), String> {
-    let dir = normalize(&req.mount_dir);
-    if !SYSTEM_DIRS.iter().any(|s| Path::new(s) == dir) {
-        return Ok(());
+/// Whether `dir` may be the admission directory: not `/` or a system
+/// directory, whose mount would show kube-apiserver far more than the
+/// admission files (or hide what its image ships there).
+pub fn dedicated_dir(dir: &Path) -> Result<(), String> {
+    let dir = normalize(dir);
+    if SYSTEM_DIRS.iter().any(|s| Path::new(s) == dir) {
+        Err(format!(
+            "{} is not a dedicated directory: mounting / or a system directory into kube-apiserver would show it far more than the admission files; put them in a directory of their own, e.g. /etc/kubernetes/admission",
+            dir.display()
+        ))
+    } else {
+        Ok(())
     }
-    let implied = req.config_file.parent().map(normalize) == Some(dir.clone());
-    Err(format!(
-        "{} is not a dedicated directory{}: mounting / or a system directory into kube-apiserver would show it far more than the admission files; put them in a directory of their own, e.g. /etc/kubernetes/admission",
-        dir.display(),
-        if implied {
+}
+
+/// The mount directory must hold only what kube-apiserver needs to read,
+/// also when it is only implied by where the config file sits.
+fn dedicated(req: &Request) -> Result<(), String> {
+    dedicated_dir(&req.mount_dir).map_err(|why| {
+        if req.config_file.parent().map(normalize) == Some(normalize(&req.mount_dir)) {
             format!(
-                " (it is where {} sits, and the admission directory defaults to the config file's)",
+                "{why} (it is where {} sits, and the admission directory defaults to the config file's)",
                 req.config_file.display()
             )
         } else {
-            String::new()
+            why
         }
-    ))
+    })
 }
 
 /// Plans the wiring. An error means the manifest must not be touched.
