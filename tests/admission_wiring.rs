@@ -869,3 +869,18 @@ fn a_symlink_to_an_unmounted_host_path_fails_preflight() {
     assert!(err.contains("symlink"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
 }
+
+/// `pin --admission-config` with no kube-apiserver manifest among its paths
+/// has nothing to wire: exit 2, saying so, and leave every file alone.
+#[test]
+fn admission_without_a_kube_apiserver_manifest_fails() {
+    let node = Node::new();
+    let other = node.path("manifests").join("kube-scheduler.yaml");
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\nspec:\n  containers:\n  - name: kube-scheduler\n    command:\n    - kube-scheduler\n    image: registry.k8s.io/kube-scheduler:v1.31.0@sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+    std::fs::write(&other, text).unwrap();
+    let out = node.pin_wired(&node.path("manifests"), &[]);
+    let err = text_of(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no kube-apiserver manifest"), "{err}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), text);
+}

@@ -12,7 +12,6 @@ use clap::Args;
 use super::{load_config, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
-use crate::manifest::scan::{scan, Entry};
 use crate::pin::{self, Mode, Outcome};
 use crate::registry::{HttpResolver, Settings};
 
@@ -139,15 +138,7 @@ fn admission_rows(
     if let Some(d) = mount_dir {
         req.mount_dir = d;
     }
-    let apiserver_file = scan(dir).ok().and_then(|entries| {
-        entries.into_iter().find_map(|e| match e {
-            Entry::File(p) => std::fs::read_to_string(&p)
-                .ok()
-                .filter(|t| apiserver::is_apiserver(t))
-                .map(|t| (p, t)),
-            Entry::Skipped(..) => None,
-        })
-    });
+    let apiserver_file = apiserver::find_manifest(&[dir.to_path_buf()]);
     let mounted = match &apiserver_file {
         None => {
             rows.push(Row {

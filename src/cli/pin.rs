@@ -140,6 +140,16 @@ pub async fn run(args: PinArgs) -> u8 {
         req.force = args.force;
         req
     });
+    if admission.is_some() && apiserver::find_manifest(&paths).is_none() {
+        return fail(format!(
+            "admission: no kube-apiserver manifest in {}; nothing to wire ImagePolicyWebhook into",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let secs = |name: &str, v: f64| {
         if v.is_finite() && v >= 0.0 {
             Ok(Duration::from_secs_f64(v))

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::admission::preflight::normalize;
 use crate::manifest::parse::{parse_documents, Node};
+use crate::manifest::scan::{scan, Entry};
 
 use edit::{apply, plain_safe, verify, Ctx, Seg};
 use flags::{flag_value, wire_flags};
@@ -123,6 +124,22 @@ pub struct Plan {
 /// directly or wrapped (see [`target`]).
 pub fn is_apiserver(text: &str) -> bool {
     single_root(text).is_some_and(|root| target_of(&root).is_some())
+}
+
+/// The first kube-apiserver manifest among `paths` (files or manifest
+/// directories, read by kubelet's rules), with its text.
+pub fn find_manifest(paths: &[PathBuf]) -> Option<(PathBuf, String)> {
+    paths
+        .iter()
+        .filter_map(|p| scan(p).ok())
+        .flatten()
+        .find_map(|e| match e {
+            Entry::File(p) => std::fs::read_to_string(&p)
+                .ok()
+                .filter(|t| is_apiserver(t))
+                .map(|t| (p, t)),
+            Entry::Skipped(..) => None,
+        })
 }
 
 /// Index in `spec.containers` of the kube-apiserver container: the one
