@@ -868,6 +868,63 @@ fn a_symlink_to_an_unmounted_host_path_fails_preflight() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("symlink"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
+    let cfg = node.admission_config("admission");
+    let manifests = node.path("manifests");
+    let out = node.staticpin(
+        "doctor",
+        &[
+            "--admission-config",
+            cfg.to_str().unwrap(),
+            manifests.to_str().unwrap(),
+        ],
+    );
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("is a symlink to")),
+        "{report}"
+    );
+}
+
+mod no_panic {
+    //! Wiring and the probe lookup over damaged kube-apiserver manifests:
+    //! an answer or a refusal, never a panic.
+
+    use proptest::prelude::*;
+
+    fn base() -> String {
+        std::fs::read_to_string(super::fixtures().join("wiring/kubeadm-default.yaml")).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn damaged_manifests(
+            at in 0usize..4096,
+            cut in 0usize..64,
+            insert in "[ -~\n\t\u{e9}\u{85}\u{2028}]{0,12}",
+        ) {
+            let base = base();
+            let mut at = at % base.len();
+            while !base.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(base.len());
+            while !base.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{insert}{}", &base[..at], &base[end..]);
+            let req = staticpin::apiserver::Request::new(
+                "/etc/kubernetes/admission/admission_config.yaml".into(),
+            );
+            let _ = staticpin::apiserver::plan(&text, &req);
+            let _ = staticpin::apiserver::is_apiserver(&text);
+            let _ = staticpin::health::liveness_url(&text);
+        }
+    }
 }
 
 /// `pin --admission-config` with no kube-apiserver manifest among its paths
