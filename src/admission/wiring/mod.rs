@@ -115,8 +115,9 @@ impl Request {
 pub struct Plan {
     pub new_text: String,
     pub changes: Vec<String>,
-    /// Host directories mounted at the same path inside the container,
-    /// including the one this plan adds.
+    /// Host directories mounted whole (no `subPath`) at the same path inside
+    /// the container, including the one this plan adds: what preflight may
+    /// count as visible.
     pub mounted: Vec<PathBuf>,
 }
 
