@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use serde::Deserialize;
 
+use crate::admission::wiring::{find_target, ContainerView, Target};
+
 /// The cluster CA on kubeadm nodes. It signs the apiserver's serving
 /// certificate, so with no `--health-ca` it is trusted if present.
 pub const DEFAULT_CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
@@ -284,7 +286,14 @@ fn tls_config(
 
 #[derive(Deserialize)]
 struct PodDoc {
+    metadata: Option<Metadata>,
     spec: Option<PodSpec>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -301,10 +310,10 @@ struct PodSpec {
 struct Container {
     #[serde(default)]
     name: String,
-    #[serde(default)]
-    command: Vec<serde_norway::Value>,
+    command: Option<Vec<serde_norway::Value>>,
     #[serde(default)]
     args: Vec<serde_norway::Value>,
+    image: Option<String>,
     #[serde(default)]
     ports: Vec<ContainerPort>,
     liveness_probe: Option<Probe>,
@@ -339,14 +348,17 @@ enum IntOrString {
 }
 
 impl Container {
-    fn is_apiserver(&self) -> bool {
-        let first = |v: &[serde_norway::Value]| {
-            v.first()
-                .and_then(|s| s.as_str())
-                .and_then(|s| s.rsplit('/').next())
-                == Some("kube-apiserver")
-        };
-        first(&self.command) || first(&self.args)
+    /// This container as the one Pod model sees it.
+    fn view(&self) -> ContainerView<'_> {
+        fn strs(v: &[serde_norway::Value]) -> Vec<Option<&str>> {
+            v.iter().map(|s| s.as_str()).collect()
+        }
+        ContainerView {
+            name: Some(self.name.as_str()),
+            command: self.command.as_deref().map(strs),
+            args: strs(&self.args),
+            image: self.image.as_deref(),
+        }
     }
 
     /// kubelet's rule: a string port is a container port name, or failing
@@ -381,16 +393,32 @@ impl Container {
 /// The URL kubelet's livenessProbe for kube-apiserver would hit, from the
 /// manifest text, e.g. `https://192.0.2.10:6443/livez`.
 ///
-/// Picks the container whose command or args start with `kube-apiserver`,
-/// else the first container with an `httpGet` liveness probe.
+/// The container is the one admission wiring targets
+/// ([`crate::admission::wiring::find_target`]), wrapped or not; a Pod with
+/// none falls back to its first container with an `httpGet` liveness probe.
 pub fn liveness_url(manifest_yaml: &str) -> Result<String, String> {
     let doc: PodDoc = serde_norway::from_str(manifest_yaml)
         .map_err(|e| format!("manifest does not parse as a Pod: {e}"))?;
     let spec = doc.spec.ok_or("manifest has no spec")?;
+    let labelled = doc
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.get("component"))
+        .and_then(|v| v.as_str())
+        == Some("kube-apiserver");
+    let views: Vec<ContainerView> = spec.containers.iter().map(Container::view).collect();
     // If the apiserver container has no httpGet probe, that is the answer:
     // another container's probe would say nothing about the apiserver.
-    let container = match spec.containers.iter().find(|c| c.is_apiserver()) {
-        Some(c) => c,
+    let container = match find_target(&views, labelled) {
+        Some(Target::Ambiguous { indices }) => {
+            return Err(format!(
+                "containers {indices:?} all run kube-apiserver; pass the health URL explicitly"
+            ))
+        }
+        Some(t) => t
+            .index()
+            .and_then(|i| spec.containers.get(i))
+            .ok_or("the kube-apiserver container vanished")?,
         None => spec
             .containers
             .iter()

@@ -15,6 +15,7 @@ use staticpin::admission::preflight::{
     has_failures, preflight, Admission, Finding, Level, CHECK_ADMISSION_CONFIG, CHECK_CA,
     CHECK_FAIL_OPEN, CHECK_MOUNTS,
 };
+use support::cli::Sandbox;
 use support::Pki;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admission");
@@ -22,7 +23,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admi
 /// A node-like layout in a temp dir: `admission/` (the directory to mount),
 /// `manifests/` (kubelet's), `input/` (where the operator's PEM files are).
 struct Node {
-    tmp: tempfile::TempDir,
+    sb: Sandbox,
     pki: Pki,
     client_cert: PathBuf,
     client_key: PathBuf,
@@ -30,14 +31,14 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let tmp = tempfile::tempdir().unwrap();
+        let sb = Sandbox::new();
         for d in ["admission", "manifests", "input"] {
-            fs::create_dir(tmp.path().join(d)).unwrap();
+            fs::create_dir(sb.path(d)).unwrap();
         }
-        let pki = Pki::new(&tmp.path().join("input"), "webhook");
+        let pki = Pki::new(&sb.path("input"), "webhook");
         let (client_cert, client_key) = pki.client_cert("kube-apiserver-imagepolicy");
         Node {
-            tmp,
+            sb,
             pki,
             client_cert,
             client_key,
@@ -45,7 +46,7 @@ impl Node {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
+        self.sb.path(rel)
     }
 
     fn admission_dir(&self) -> PathBuf {
@@ -53,12 +54,7 @@ impl Node {
     }
 
     fn staticpin(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .args(args)
-            .env("HOME", self.path("input"))
-            .env_remove("STATICPIN_LOG")
-            .output()
-            .unwrap()
+        support::run_output(self.sb.command().args(args))
     }
 
     /// `admission init` with this node's PKI and dirs; `extra` flags replace
@@ -341,6 +337,22 @@ fn init_refuses_a_plain_http_url() {
         text(&out.stderr)
     );
     assert_eq!(fs::read_dir(node.admission_dir()).unwrap().count(), 0);
+}
+
+/// `admission init` writes only where wiring will mount: never into `/`
+/// or a system directory (checked before anything is written).
+#[test]
+fn init_refuses_a_system_directory() {
+    let node = Node::new();
+    for dir in ["/etc", "/", "/usr/", "/var/lib/../lib"] {
+        let out = node.init(&["--dir", dir]);
+        assert_exit(&out, 2);
+        assert!(
+            text(&out.stderr).contains("is not a dedicated directory"),
+            "{dir}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -772,4 +784,98 @@ fn every_check_reports_a_pass_for_doctor() {
         5,
         "one per file read"
     );
+}
+
+mod no_panic {
+    //! Arbitrary bytes in place of each file preflight reads: the admission
+    //! config, the webhook kubeconfig, the CA bundle and the client
+    //! certificate and key. Whatever they hold, preflight reports; it never
+    //! panics.
+
+    use super::*;
+    use proptest::prelude::*;
+    use rustls::pki_types::pem::PemObject;
+
+    const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admission/pki");
+
+    /// A passing setup in a temp dir, with `name` replaced by `bytes`.
+    fn run_with(name: &str, bytes: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ImagePolicyWebhook\n  configuration:\n    imagePolicy:\n      kubeConfigFile: {0}/kubeconf\n      allowTTL: 50\n      denyTTL: 50\n",
+            d.display()
+        );
+        let kubeconf = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority: {0}/ca.crt\n    server: https://webhook:8443/check\n  name: c\ncontexts:\n- context:\n    cluster: c\n    user: u\n  name: x\ncurrent-context: x\nusers:\n- name: u\n  user:\n    client-certificate: {0}/client.crt\n    client-key: {0}/client.key\n",
+            d.display()
+        );
+        fs::write(d.join("config.yaml"), config).unwrap();
+        fs::write(d.join("kubeconf"), kubeconf).unwrap();
+        for f in ["ca.crt", "client.crt", "client.key"] {
+            fs::copy(Path::new(BASE).join(f), d.join(f)).unwrap();
+        }
+        fs::write(d.join(name), bytes).unwrap();
+        let (_, findings) = preflight(&d.join("config.yaml"), &[d.to_path_buf()]);
+        assert!(!findings.is_empty());
+    }
+
+    /// Bytes that look like the thing they replace often enough to get past
+    /// the first parser: PEM armour around random DER, YAML-ish text, or raw.
+    fn shaped() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            proptest::collection::vec(any::<u8>(), 0..400).prop_map(|der| {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+                format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+                    .into_bytes()
+            }),
+            "[ -~\n\u{e9}\u{2028}]{0,300}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn admission_config(bytes in shaped()) { run_with("config.yaml", &bytes); }
+
+        #[test]
+        fn kubeconfig(bytes in shaped()) { run_with("kubeconf", &bytes); }
+
+        #[test]
+        fn ca_bundle(bytes in shaped()) { run_with("ca.crt", &bytes); }
+
+        #[test]
+        fn client_certificate(bytes in shaped()) { run_with("client.crt", &bytes); }
+
+        #[test]
+        fn client_key(bytes in shaped()) { run_with("client.key", &bytes); }
+    }
+
+    /// Real certificates with single bytes flipped: DER that is almost right
+    /// is where a hand-written walker goes wrong.
+    #[test]
+    fn mutated_certificates() {
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(
+            &fs::read(Path::new(BASE).join("client.crt")).unwrap(),
+        )
+        .unwrap()
+        .to_vec();
+        for i in 0..der.len() - 1 {
+            // Single bytes, and a two-byte UTF-8 character ("é") landing
+            // inside text fields such as the validity times.
+            for v in [&[0x00u8][..], &[0x80], &[0xff], &[0xc3, 0xa9]] {
+                let mut m = der.clone();
+                m[i..i + v.len()].copy_from_slice(v);
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&m);
+                let pem =
+                    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+                if i % 7 == 0 {
+                    run_with("ca.crt", pem.as_bytes());
+                }
+                run_with("client.crt", pem.as_bytes());
+            }
+        }
+    }
 }

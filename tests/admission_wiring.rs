@@ -11,10 +11,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::apiserver::{write_livez, Apiserver, ETCD_DOWN, OK};
+use support::cli::Sandbox;
 use support::*;
 
+/// A fake node inside the shared isolated-CLI sandbox (private HOME, cwd,
+/// kubelet root and certs dir, cleared environment, explicit config).
 struct Node {
-    tmp: tempfile::TempDir,
+    sb: Sandbox,
     webhook: Pki,
 }
 
@@ -22,19 +25,19 @@ impl Node {
     /// A fake node: a manifest dir, and admission files rendered by
     /// `staticpin admission init` into `<tmp>/admission`.
     fn new() -> Node {
-        let tmp = tempfile::tempdir().unwrap();
-        for d in ["manifests", "home", "empty", "pki"] {
-            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        let sb = Sandbox::new();
+        for d in ["manifests", "pki"] {
+            std::fs::create_dir_all(sb.path(d)).unwrap();
         }
-        std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
-        let webhook = Pki::new(tmp.path(), "webhook");
-        let node = Node { tmp, webhook };
+        std::fs::write(sb.path("config.yaml"), "{}\n").unwrap();
+        let webhook = Pki::new(&sb.path(""), "webhook");
+        let node = Node { sb, webhook };
         node.init("admission");
         node
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
+        self.sb.path(p)
     }
 
     fn admission_config(&self, dir: &str) -> PathBuf {
@@ -44,7 +47,8 @@ impl Node {
     fn init(&self, dir: &str) {
         let (cert, key) = self.webhook.client_cert("kube-apiserver");
         let out = self.run(
-            Command::new(env!("CARGO_BIN_EXE_staticpin"))
+            self.sb
+                .command()
                 .args([
                     "admission",
                     "init",
@@ -71,14 +75,11 @@ impl Node {
     }
 
     fn run(&self, cmd: &mut Command) -> Output {
-        run_output(
-            cmd.current_dir(self.path("empty"))
-                .env("HOME", self.path("home")),
-        )
+        run_output(cmd)
     }
 
     fn staticpin(&self, sub: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
+        let mut cmd = self.sb.command();
         cmd.arg(sub).arg("--config").arg(self.path("config.yaml"));
         if sub == "pin" {
             cmd.arg("--backup-dir")
@@ -86,9 +87,9 @@ impl Node {
                 .arg("--lock-file")
                 .arg(self.path("lock"))
                 .arg("--kubelet-root-dir")
-                .arg(self.path("empty"))
+                .arg(self.path("kubelet"))
                 .arg("--certs-dir")
-                .arg(self.path("empty"));
+                .arg(self.sb.certs());
         }
         self.run(cmd.args(args))
     }
@@ -128,10 +129,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The Python tools' virtual environment: `STATICPIN_VENV`, else
+/// `target/venv` (where `.ci/deps` creates it).
+fn venv_bin(tool: &str) -> PathBuf {
+    std::env::var_os("STATICPIN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv"))
+        .join("bin")
+        .join(tool)
+}
+
 /// The result must still be a valid Pod to the Kubernetes schemas.
 fn assert_valid_pod(file: &Path) {
     let out = run_output(
-        Command::new("kubernetes-validate")
+        Command::new(venv_bin("kubernetes-validate"))
             .args(["--strict", "-k", "1.31.0"])
             .arg(file),
     );
@@ -532,4 +543,403 @@ fn admission_can_be_enabled_from_the_config_file() {
         std::fs::read_to_string(&file).unwrap(),
         node.expected("kubeadm-default.yaml")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Never wire an apiserver that cannot start (issue 7 §6). Each case goes
+// through the wiring API, `pin --admission-config` and `doctor`.
+
+/// kubeadm-default.yaml, changed by `edit`, with the admission dir filled in.
+fn variant(node: &Node, edit: &dyn Fn(&str) -> String) -> String {
+    let base = std::fs::read_to_string(fixtures().join("wiring/kubeadm-default.yaml")).unwrap();
+    node.fill(&edit(&base))
+}
+
+fn add_flag(text: &str, flag: &str) -> String {
+    text.replace(
+        "    - --allow-privileged=true\n",
+        &format!("    - {flag}\n    - --allow-privileged=true\n"),
+    )
+}
+
+fn add_mount(text: &str, mount: &str, volume: &str) -> String {
+    text.replace(
+        "    volumeMounts:\n",
+        &format!("    volumeMounts:\n{mount}"),
+    )
+    .replace("  volumes:\n", &format!("  volumes:\n{volume}"))
+}
+
+/// A manifest kube-apiserver or kubelet would reject once wired, and what
+/// the refusal must name.
+struct Refusal {
+    name: &'static str,
+    edit: Box<dyn Fn(&str) -> String>,
+    needles: &'static [&'static str],
+}
+
+fn refusals() -> Vec<Refusal> {
+    vec![
+        Refusal {
+            name: "legacy --admission-control next to --enable-admission-plugins",
+            edit: Box::new(|t| {
+                add_flag(t, "--admission-control=NamespaceLifecycle,ServiceAccount")
+            }),
+            needles: &["--admission-control", "--enable-admission-plugins"],
+        },
+        Refusal {
+            name: "--disable-admission-plugins lists ImagePolicyWebhook",
+            edit: Box::new(|t| add_flag(t, "--disable-admission-plugins=ImagePolicyWebhook")),
+            needles: &[
+                "--disable-admission-plugins",
+                "--enable-admission-plugins",
+                "ImagePolicyWebhook",
+            ],
+        },
+        Refusal {
+            name: "enable and disable overlap already",
+            edit: Box::new(|t| add_flag(t, "--disable-admission-plugins=NodeRestriction")),
+            needles: &["--disable-admission-plugins", "NodeRestriction"],
+        },
+        Refusal {
+            name: "a mount at the admission dir with another source",
+            edit: Box::new(|t| {
+                add_mount(
+                    t,
+                    "    - mountPath: {{ADMISSION}}\n      name: other\n      readOnly: true\n",
+                    "  - hostPath:\n      path: /srv/other\n      type: DirectoryOrCreate\n    name: other\n",
+                )
+            }),
+            needles: &["mountPath", "/srv/other"],
+        },
+        Refusal {
+            name: "a subPath mount at the admission dir",
+            edit: Box::new(|t| {
+                add_mount(
+                    t,
+                    "    - mountPath: {{ADMISSION}}\n      name: adm\n      readOnly: true\n      subPath: admission_config.yaml\n",
+                    "  - hostPath:\n      path: {{ADMISSION}}\n      type: DirectoryOrCreate\n    name: adm\n",
+                )
+            }),
+            needles: &["subPath"],
+        },
+        Refusal {
+            name: "shell-wrapped kube-apiserver",
+            edit: Box::new(|t| {
+                let start = t.find("  - command:\n").unwrap();
+                let end = t.find("    image: ").unwrap();
+                format!(
+                    "{}  - command:\n    - sh\n    - -c\n    - exec kube-apiserver --advertise-address=192.0.2.10 --enable-admission-plugins=NodeRestriction\n{}",
+                    &t[..start],
+                    &t[end..]
+                )
+            }),
+            needles: &["sh", "kube-apiserver"],
+        },
+        Refusal {
+            name: "hyperkube wrapper",
+            edit: Box::new(|t| {
+                t.replace(
+                    "  - command:\n    - kube-apiserver\n",
+                    "  - command:\n    - /hyperkube\n    - kube-apiserver\n",
+                )
+            }),
+            needles: &["/hyperkube"],
+        },
+        Refusal {
+            name: "a repeated mountPath elsewhere in the container",
+            edit: Box::new(|t| {
+                add_mount(
+                    t,
+                    "    - mountPath: /etc/ssl/certs\n      name: more-certs\n      readOnly: true\n",
+                    "  - hostPath:\n      path: /usr/share/ca-certificates\n      type: DirectoryOrCreate\n    name: more-certs\n",
+                )
+            }),
+            needles: &["/etc/ssl/certs", "unique"],
+        },
+        Refusal {
+            name: "a repeated volume name",
+            edit: Box::new(|t| {
+                add_mount(
+                    t,
+                    "",
+                    "  - hostPath:\n      path: /usr/share/ca-certificates\n      type: DirectoryOrCreate\n    name: ca-certs\n",
+                )
+            }),
+            needles: &["ca-certs", "unique"],
+        },
+        Refusal {
+            name: "a relative hostPath",
+            edit: Box::new(|t| {
+                t.replace(
+                    "      path: /etc/ssl/certs\n",
+                    "      path: etc/ssl/certs\n",
+                )
+            }),
+            needles: &["etc/ssl/certs", "absolute"],
+        },
+        Refusal {
+            name: "a repeated admission flag",
+            edit: Box::new(|t| add_flag(t, "--enable-admission-plugins=NodeRestriction")),
+            needles: &["--enable-admission-plugins", "2 times"],
+        },
+    ]
+}
+
+#[test]
+fn wiring_refuses_what_kube_apiserver_or_kubelet_would_reject() {
+    let node = Node::new();
+    let cfg = node.admission_config("admission");
+    let manifests = node.path("manifests");
+    // The wiring API, every case first, so a failure lists them all.
+    let req = staticpin::apiserver::Request::new(cfg.clone());
+    let wrong: Vec<String> = refusals()
+        .iter()
+        .filter_map(
+            |case| match staticpin::apiserver::plan(&variant(&node, &*case.edit), &req) {
+                Ok(p) => Some(format!("{}: planned {:?}", case.name, p.changes)),
+                Err(why) => case
+                    .needles
+                    .iter()
+                    .find(|n| !why.contains(**n))
+                    .map(|n| format!("{}: {n:?} not in {why}", case.name)),
+            },
+        )
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    for case in refusals() {
+        let text = variant(&node, &*case.edit);
+        // pin: exit 2, the manifest untouched.
+        let file = manifests.join("kube-apiserver.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let out = node.pin_wired(&file, &[]);
+        let err = text_of(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", case.name);
+        assert!(err.contains(case.needles[0]), "{}: {err}", case.name);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "{}",
+            case.name
+        );
+        // doctor: FAIL naming the problem.
+        let out = node.staticpin(
+            "doctor",
+            &[
+                "--admission-config",
+                cfg.to_str().unwrap(),
+                manifests.to_str().unwrap(),
+            ],
+        );
+        let report = text_of(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{}: {report}", case.name);
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(case.needles[0])),
+            "{}: {report}",
+            case.name
+        );
+    }
+}
+
+fn text_of(b: &[u8]) -> String {
+    text(b)
+}
+
+/// A manifest already wired by hand in a way kube-apiserver refuses: nothing
+/// is left to add, and `doctor` still FAILs it.
+#[test]
+fn doctor_fails_a_hand_wired_manifest_that_cannot_start() {
+    let node = Node::new();
+    let cfg = node.admission_config("admission");
+    let manifests = node.path("manifests");
+    let wired = node.expected("kubeadm-default.yaml");
+    let broken = add_flag(&wired, "--disable-admission-plugins=ImagePolicyWebhook");
+    std::fs::write(manifests.join("kube-apiserver.yaml"), &broken).unwrap();
+    let out = node.staticpin(
+        "doctor",
+        &[
+            "--admission-config",
+            cfg.to_str().unwrap(),
+            manifests.to_str().unwrap(),
+        ],
+    );
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("--disable-admission-plugins")),
+        "{report}"
+    );
+}
+
+/// `--admission-control` alone names every plugin that runs: the plugin is
+/// merged into it, and no second admission flag is added.
+#[test]
+fn legacy_admission_control_alone_is_merged_into() {
+    let node = Node::new();
+    let text = variant(&node, &|t| {
+        t.replace(
+            "--enable-admission-plugins=NodeRestriction",
+            "--admission-control=NamespaceLifecycle,NodeRestriction",
+        )
+    });
+    let req = staticpin::apiserver::Request::new(node.admission_config("admission"));
+    let plan = staticpin::apiserver::plan(&text, &req).unwrap();
+    assert!(
+        plan.new_text.contains(
+            "    - --admission-control=NamespaceLifecycle,NodeRestriction,ImagePolicyWebhook\n"
+        ),
+        "{}",
+        plan.new_text
+    );
+    assert!(
+        !plan.new_text.contains("--enable-admission-plugins"),
+        "{}",
+        plan.new_text
+    );
+    let again = staticpin::apiserver::plan(&plan.new_text, &req).unwrap();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+}
+
+/// The mount directory is a dedicated one, never `/` or a system directory,
+/// also when it is only implied by where the config file sits.
+#[test]
+fn system_directories_are_never_mounted() {
+    let node = Node::new();
+    let text = variant(&node, &|t| t.to_string());
+    for (config, dir) in [
+        ("/etc/admission_config.yaml", None),
+        ("/admission_config.yaml", None),
+        ("/usr/admission.yaml", None),
+        ("/var/admission.yaml", None),
+        ("/tmp/admission.yaml", None),
+        ("/etc/kubernetes/admission/config.yaml", Some("/etc")),
+        ("/etc/kubernetes/admission/config.yaml", Some("/")),
+        ("/etc/kubernetes/admission/config.yaml", Some("/proc")),
+        ("/etc/kubernetes/admission/config.yaml", Some("/var/")),
+    ] {
+        let mut req = staticpin::apiserver::Request::new(PathBuf::from(config));
+        if let Some(d) = dir {
+            req.mount_dir = PathBuf::from(d);
+        }
+        let why = staticpin::apiserver::plan(&text, &req)
+            .map(|p| p.changes)
+            .expect_err(config);
+        assert!(why.contains("dedicated"), "{config} {dir:?}: {why}");
+    }
+    // End to end: the config file in /etc.
+    let file = node.path("manifests").join("kube-apiserver.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let out = node.staticpin(
+        "pin",
+        &[
+            "--admission-config",
+            "/etc/admission_config.yaml",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out.stderr));
+    assert!(
+        text_of(&out.stderr).contains("dedicated"),
+        "{}",
+        text_of(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+/// Symlinks resolve as the container sees them: only mounted paths exist
+/// there, so an absolute link into the host path behind a symlinked mount
+/// directory is as missing as any other unmounted path.
+#[test]
+fn a_symlink_to_an_unmounted_host_path_fails_preflight() {
+    let node = Node::new();
+    let adm = node.path("admission");
+    let real = node.path("admission-real");
+    std::fs::rename(&adm, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &adm).unwrap();
+    // kubeconf -> <real>/kubeconf.real: fine on the host, absent in the container.
+    std::fs::rename(real.join("kubeconf"), real.join("kubeconf.real")).unwrap();
+    std::os::unix::fs::symlink(real.join("kubeconf.real"), real.join("kubeconf")).unwrap();
+    let file = node.install("kubeadm-default.yaml");
+    let before = std::fs::read(&file).unwrap();
+    let out = node.pin_wired(&file, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let cfg = node.admission_config("admission");
+    let manifests = node.path("manifests");
+    let out = node.staticpin(
+        "doctor",
+        &[
+            "--admission-config",
+            cfg.to_str().unwrap(),
+            manifests.to_str().unwrap(),
+        ],
+    );
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("is a symlink to")),
+        "{report}"
+    );
+}
+
+mod no_panic {
+    //! Wiring and the probe lookup over damaged kube-apiserver manifests:
+    //! an answer or a refusal, never a panic.
+
+    use proptest::prelude::*;
+
+    fn base() -> String {
+        std::fs::read_to_string(super::fixtures().join("wiring/kubeadm-default.yaml")).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn damaged_manifests(
+            at in 0usize..4096,
+            cut in 0usize..64,
+            insert in "[ -~\n\t\u{e9}\u{85}\u{2028}]{0,12}",
+        ) {
+            let base = base();
+            let mut at = at % base.len();
+            while !base.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(base.len());
+            while !base.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{insert}{}", &base[..at], &base[end..]);
+            let req = staticpin::apiserver::Request::new(
+                "/etc/kubernetes/admission/admission_config.yaml".into(),
+            );
+            let _ = staticpin::apiserver::plan(&text, &req);
+            let _ = staticpin::apiserver::is_apiserver(&text);
+            let _ = staticpin::health::liveness_url(&text);
+        }
+    }
+}
+
+/// `pin --admission-config` with no kube-apiserver manifest among its paths
+/// has nothing to wire: exit 2, saying so, and leave every file alone.
+#[test]
+fn admission_without_a_kube_apiserver_manifest_fails() {
+    let node = Node::new();
+    let other = node.path("manifests").join("kube-scheduler.yaml");
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\nspec:\n  containers:\n  - name: kube-scheduler\n    command:\n    - kube-scheduler\n    image: registry.k8s.io/kube-scheduler:v1.31.0@sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+    std::fs::write(&other, text).unwrap();
+    let out = node.pin_wired(&node.path("manifests"), &[]);
+    let err = text_of(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no kube-apiserver manifest"), "{err}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), text);
 }

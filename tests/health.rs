@@ -289,3 +289,53 @@ async fn await_restart_without_a_restart_is_never_healthy() {
         "{last}"
     );
 }
+
+/// One Pod model: the probe is read from the very container the admission
+/// flags are wired into, never from a sidecar that happens to come first.
+#[test]
+fn liveness_url_comes_from_the_apiserver_container() {
+    let manifest = "apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    component: kube-apiserver
+    tier: control-plane
+  name: kube-apiserver
+spec:
+  hostNetwork: true
+  containers:
+  - name: proxy
+    image: registry.example/proxy:1
+    livenessProbe:
+      httpGet:
+        port: 9000
+        path: /healthz
+  - name: kube-apiserver
+    image: registry.k8s.io/kube-apiserver:v1.31.0
+    args:
+    - --secure-port=6443
+    livenessProbe:
+      httpGet:
+        host: 192.0.2.10
+        port: 6443
+        path: /livez
+        scheme: HTTPS
+";
+    assert_eq!(
+        staticpin::health::liveness_url(manifest).unwrap(),
+        "https://192.0.2.10:6443/livez"
+    );
+    assert_eq!(staticpin::apiserver::container_index(manifest), Some(1));
+    // A shell-wrapped apiserver is still the apiserver's container for the
+    // probe (and refused for wiring).
+    let wrapped = manifest.replace(
+        "    args:\n    - --secure-port=6443\n",
+        "    command:\n    - sh\n    - -c\n    - exec kube-apiserver --secure-port=6443\n",
+    );
+    assert_eq!(
+        staticpin::health::liveness_url(&wrapped).unwrap(),
+        "https://192.0.2.10:6443/livez"
+    );
+    assert_eq!(staticpin::apiserver::container_index(&wrapped), Some(1));
+    assert!(staticpin::apiserver::is_apiserver(&wrapped));
+}

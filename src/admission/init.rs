@@ -127,6 +127,9 @@ pub enum InitError {
         .manifest_dir.display()
     )]
     InManifestDir { dir: PathBuf, manifest_dir: PathBuf },
+    /// `/` or a system directory: wiring would refuse to mount it.
+    #[error("--dir {0}")]
+    NotDedicated(String),
     #[error("{}: {reason}", .path.display())]
     Input { path: PathBuf, reason: String },
     #[error("{}: the key does not match the certificate {}", .key.display(), .cert.display())]
@@ -160,107 +163,11 @@ struct Planned {
 
 /// Validates the inputs, writes the files, and runs preflight on them.
 pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
-    if preflight::https_host(&opts.webhook_url).is_none() {
-        return Err(InitError::NotHttps {
-            url: opts.webhook_url.clone(),
-        });
-    }
-    for (flag, field, value) in [
-        ("allow-ttl", &ALLOW_TTL, opts.allow_ttl),
-        ("deny-ttl", &DENY_TTL, opts.deny_ttl),
-        ("retry-backoff", &RETRY_BACKOFF, opts.retry_backoff),
-    ] {
-        check_duration(flag, field, value)?;
-    }
-    let dir = preflight::normalize(&opts.dir);
-    let manifest_dir = preflight::normalize(&opts.manifest_dir);
-    // Compare with symlinks resolved too: /etc/kubernetes/manifests may be a
-    // link, and --dir may reach it through one.
-    if dir.starts_with(&manifest_dir) || real(&dir).starts_with(real(&manifest_dir)) {
-        return Err(InitError::InManifestDir { dir, manifest_dir });
-    }
-
-    let ca = read_input(&opts.webhook_ca)?;
-    preflight::parse_ca(&ca).map_err(|reason| input_error(&opts.webhook_ca, reason))?;
-    let cert = read_input(&opts.client_cert)?;
-    let chain = preflight::parse_cert_chain(&cert)
-        .map_err(|reason| input_error(&opts.client_cert, reason))?;
-    let key = read_input(&opts.client_key)?;
-    let parsed_key = preflight::parse_private_key(&key)
-        .map_err(|reason| input_error(&opts.client_key, reason))?;
-    match preflight::key_matches_cert(&chain[0], parsed_key) {
-        Ok(KeyMatch::Yes) | Ok(KeyMatch::Unknown) => {}
-        Ok(KeyMatch::No) => {
-            return Err(InitError::KeyMismatch {
-                cert: opts.client_cert.clone(),
-                key: opts.client_key.clone(),
-            })
-        }
-        Err(reason) => return Err(input_error(&opts.client_key, reason)),
-    }
-
+    let (dir, inputs) = check_inputs(opts)?;
     let config_file = dir.join(CONFIG_FILE);
-    let kubeconfig = dir.join(KUBECONFIG_FILE);
-    let ca_file = dir.join(CA_FILE);
-    let cert_file = dir.join(CLIENT_CERT_FILE);
-    let key_file = dir.join(CLIENT_KEY_FILE);
-    let header = header(opts, &dir);
-    // Dependencies first, the admission config last: see the module doc.
-    let plan = [
-        Planned {
-            path: ca_file.clone(),
-            bytes: ca,
-            mode: 0o644,
-        },
-        Planned {
-            path: cert_file.clone(),
-            bytes: cert,
-            mode: 0o644,
-        },
-        Planned {
-            path: key_file.clone(),
-            bytes: key,
-            mode: 0o600,
-        },
-        Planned {
-            path: kubeconfig.clone(),
-            bytes: render_kubeconfig(&header, &opts.webhook_url, &ca_file, &cert_file, &key_file)
-                .into_bytes(),
-            mode: 0o644,
-        },
-        Planned {
-            path: config_file.clone(),
-            bytes: render_admission_config(&header, opts, &kubeconfig).into_bytes(),
-            mode: 0o644,
-        },
-    ];
-
+    let plan = planned_files(opts, &dir, inputs);
     // Decide every file before writing any, so a refusal writes nothing.
-    let mut outcomes = Vec::with_capacity(plan.len());
-    let mut conflicts = Vec::new();
-    for p in &plan {
-        let outcome = match fs::symlink_metadata(&p.path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => FileOutcome::Created,
-            Err(e) => return Err(FsError::io(fsutil::Step::Stat, &p.path, e).into()),
-            Ok(meta)
-                if meta.is_file()
-                    && meta.mode() & 0o7777 == p.mode
-                    && fs::read(&p.path).is_ok_and(|b| b == p.bytes) =>
-            {
-                FileOutcome::Unchanged
-            }
-            Ok(_) if opts.force => FileOutcome::Replaced,
-            Ok(_) => {
-                conflicts.push(p.path.clone());
-                FileOutcome::Replaced
-            }
-        };
-        outcomes.push(outcome);
-    }
-    if !conflicts.is_empty() {
-        return Err(InitError::Exists { paths: conflicts });
-    }
-
+    let outcomes = decide(&plan, opts.force)?;
     create_dir(&dir)?;
     let mut files = Vec::with_capacity(plan.len());
     for (p, outcome) in plan.iter().zip(outcomes) {
@@ -286,6 +193,113 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
         return Err(InitError::Preflight(Box::new(report)));
     }
     Ok(report)
+}
+
+/// The PEM inputs, read and checked: CA bundle, client certificate, key.
+struct Inputs {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// Everything that can be checked before a file is written; returns the
+/// normalised directory and the inputs.
+fn check_inputs(opts: &InitOptions) -> Result<(PathBuf, Inputs), InitError> {
+    if preflight::https_host(&opts.webhook_url).is_none() {
+        return Err(InitError::NotHttps {
+            url: opts.webhook_url.clone(),
+        });
+    }
+    for (flag, field, value) in [
+        ("allow-ttl", &ALLOW_TTL, opts.allow_ttl),
+        ("deny-ttl", &DENY_TTL, opts.deny_ttl),
+        ("retry-backoff", &RETRY_BACKOFF, opts.retry_backoff),
+    ] {
+        check_duration(flag, field, value)?;
+    }
+    let dir = preflight::normalize(&opts.dir);
+    let manifest_dir = preflight::normalize(&opts.manifest_dir);
+    // Compare with symlinks resolved too: /etc/kubernetes/manifests may be a
+    // link, and --dir may reach it through one.
+    if dir.starts_with(&manifest_dir) || real(&dir).starts_with(real(&manifest_dir)) {
+        return Err(InitError::InManifestDir { dir, manifest_dir });
+    }
+    crate::admission::wiring::dedicated_dir(&dir).map_err(InitError::NotDedicated)?;
+
+    let ca = read_input(&opts.webhook_ca)?;
+    preflight::parse_ca(&ca).map_err(|reason| input_error(&opts.webhook_ca, reason))?;
+    let cert = read_input(&opts.client_cert)?;
+    let chain = preflight::parse_cert_chain(&cert)
+        .map_err(|reason| input_error(&opts.client_cert, reason))?;
+    let key = read_input(&opts.client_key)?;
+    let parsed_key = preflight::parse_private_key(&key)
+        .map_err(|reason| input_error(&opts.client_key, reason))?;
+    let matched = match chain.first() {
+        Some(leaf) => preflight::key_matches_cert(leaf, parsed_key),
+        None => Err("holds no certificate".to_string()),
+    };
+    match matched {
+        Ok(KeyMatch::Yes) | Ok(KeyMatch::Unknown) => {}
+        Ok(KeyMatch::No) => {
+            return Err(InitError::KeyMismatch {
+                cert: opts.client_cert.clone(),
+                key: opts.client_key.clone(),
+            })
+        }
+        Err(reason) => return Err(input_error(&opts.client_key, reason)),
+    }
+    Ok((dir, Inputs { ca, cert, key }))
+}
+
+/// The files to write, dependencies first and the admission config last
+/// (see the module doc).
+fn planned_files(opts: &InitOptions, dir: &Path, inputs: Inputs) -> [Planned; 5] {
+    let kubeconfig = dir.join(KUBECONFIG_FILE);
+    let ca_file = dir.join(CA_FILE);
+    let cert_file = dir.join(CLIENT_CERT_FILE);
+    let key_file = dir.join(CLIENT_KEY_FILE);
+    let header = header(opts, dir);
+    let kubeconfig_text =
+        render_kubeconfig(&header, &opts.webhook_url, &ca_file, &cert_file, &key_file);
+    let config_text = render_admission_config(&header, opts, &kubeconfig);
+    let file = |path: PathBuf, bytes: Vec<u8>, mode: u32| Planned { path, bytes, mode };
+    [
+        file(ca_file.clone(), inputs.ca, 0o644),
+        file(cert_file.clone(), inputs.cert, 0o644),
+        file(key_file.clone(), inputs.key, 0o600),
+        file(kubeconfig, kubeconfig_text.into_bytes(), 0o644),
+        file(dir.join(CONFIG_FILE), config_text.into_bytes(), 0o644),
+    ]
+}
+
+/// What writing each file would do; refuses to replace a file that
+/// differs unless `force`.
+fn decide(plan: &[Planned], force: bool) -> Result<Vec<FileOutcome>, InitError> {
+    let mut outcomes = Vec::with_capacity(plan.len());
+    let mut conflicts = Vec::new();
+    for p in plan {
+        let outcome = match fs::symlink_metadata(&p.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => FileOutcome::Created,
+            Err(e) => return Err(FsError::io(fsutil::Step::Stat, &p.path, e).into()),
+            Ok(meta)
+                if meta.is_file()
+                    && meta.mode() & 0o7777 == p.mode
+                    && fs::read(&p.path).is_ok_and(|b| b == p.bytes) =>
+            {
+                FileOutcome::Unchanged
+            }
+            Ok(_) if force => FileOutcome::Replaced,
+            Ok(_) => {
+                conflicts.push(p.path.clone());
+                FileOutcome::Replaced
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if !conflicts.is_empty() {
+        return Err(InitError::Exists { paths: conflicts });
+    }
+    Ok(outcomes)
 }
 
 fn check_duration(flag: &'static str, field: &DurationField, value: i64) -> Result<(), InitError> {

@@ -5,6 +5,10 @@
 //!   kube-apiserver.yaml changes, each reported with the file and field at fault.
 //! - [`init`]: `staticpin admission init`, which renders an admission config and
 //!   webhook kubeconfig that pass those checks.
+//! - [`wiring`]: the flags, mount and volume staticpin adds to
+//!   kube-apiserver.yaml, which container gets them, and what it refuses
+//!   (re-exported as `crate::apiserver` for the pass).
 
 pub mod init;
 pub mod preflight;
+pub mod wiring;

@@ -12,7 +12,6 @@ use clap::Args;
 use super::{load_config, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
-use crate::manifest::scan::{scan, Entry};
 use crate::pass::{self, Outcome};
 
 #[derive(Debug, Args)]
@@ -64,6 +63,30 @@ pub async fn run(args: DoctorArgs) -> u8 {
 
     // Pinning, without asking any registry.
     let report = pass::check(std::slice::from_ref(&dir));
+    pin_rows(&mut rows, &report);
+
+    let admission_file = args.admission_config.clone().or_else(|| {
+        cfg.admission
+            .enabled
+            .then(|| cfg.admission.config_file.clone())
+            .flatten()
+    });
+    if let Some(file) = admission_file {
+        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
+    }
+
+    print_table(&rows);
+    if rows.iter().any(|r| r.level == Level::Fail) {
+        EXIT_FAILED
+    } else if rows.iter().any(|r| r.level == Level::Warn) {
+        EXIT_CHECK
+    } else {
+        EXIT_OK
+    }
+}
+
+/// One row per manifest: pinned, not yet pinned, or broken.
+fn pin_rows(rows: &mut Vec<Row>, report: &pass::Report) {
     for f in &report.files {
         let (level, detail) = match &f.outcome {
             Outcome::Unchanged => (Level::Pass, "all images pinned".to_string()),
@@ -90,25 +113,6 @@ pub async fn run(args: DoctorArgs) -> u8 {
             detail,
         });
     }
-
-    let admission_file = args.admission_config.clone().or_else(|| {
-        cfg.admission
-            .enabled
-            .then(|| cfg.admission.config_file.clone())
-            .flatten()
-    });
-    if let Some(file) = admission_file {
-        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
-    }
-
-    print_table(&rows);
-    if rows.iter().any(|r| r.level == Level::Fail) {
-        EXIT_FAILED
-    } else if rows.iter().any(|r| r.level == Level::Warn) {
-        EXIT_CHECK
-    } else {
-        EXIT_OK
-    }
 }
 
 fn admission_rows(
@@ -121,15 +125,7 @@ fn admission_rows(
     if let Some(d) = mount_dir {
         req.mount_dir = d;
     }
-    let apiserver_file = scan(dir).ok().and_then(|entries| {
-        entries.into_iter().find_map(|e| match e {
-            Entry::File(p) => std::fs::read_to_string(&p)
-                .ok()
-                .filter(|t| apiserver::is_apiserver(t))
-                .map(|t| (p, t)),
-            Entry::Skipped(..) => None,
-        })
-    });
+    let apiserver_file = apiserver::find_manifest(&[dir.to_path_buf()]);
     let mounted = match &apiserver_file {
         None => {
             rows.push(Row {
