@@ -11,6 +11,7 @@
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
 //! - [`backup`]: run-stamped backups outside the manifest directory, and restore.
 //! - [`health`]: polling kube-apiserver's /livez after a change, for the rollback gate.
+//! - [`policy`]: trusted registries, digest and tag rules, and the webhook's review decision (pure).
 //! - [`pin`]: one pinning pass: plan per file, resolve once, verify, write.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
@@ -26,5 +27,6 @@ pub mod fsutil;
 pub mod health;
 pub mod manifest;
 pub mod pin;
+pub mod policy;
 pub mod reference;
 pub mod registry;
