@@ -392,15 +392,17 @@ impl AdmissionReview {
             "ephemeralcontainers" => true,
             other => return Ok(skip(format!("subresource {other:?} carries no images"))),
         };
-        let Some(object) = &request.object else {
-            return Ok(skip(format!(
-                "{} request has no object",
-                if request.operation.is_empty() {
-                    "this"
-                } else {
-                    &request.operation
-                }
-            )));
+        let object = match (&request.object, request.operation.as_str()) {
+            (Some(object), _) => object,
+            (None, op @ ("DELETE" | "CONNECT")) => {
+                return Ok(skip(format!("{op} carries no pod to review")));
+            }
+            (None, op) => {
+                return Err(ReviewError::Malformed {
+                    kind: ADMISSION_REVIEW_KIND,
+                    message: format!("{:?} request for a Pod has no object", bounded(op, 40)),
+                });
+            }
         };
         let pod: Pod = serde_json::from_value(object.clone())
             .map_err(|e| malformed(ADMISSION_REVIEW_KIND, e))?;
