@@ -379,6 +379,17 @@ fn admission_review_without_pod_images() {
         .to_request()
         .unwrap_err();
     assert!(matches!(e, ReviewError::Malformed { .. }), "{e}");
+    // A request that does not say what it is cannot be passed as "not a pod".
+    let kindless = serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "operation": "CREATE", "object": {"spec": {}}}
+    }))
+    .unwrap();
+    let e = AdmissionReview::from_json(&kindless)
+        .unwrap()
+        .to_request()
+        .unwrap_err();
+    assert!(e.to_string().contains("no kind"), "{e}");
 }
 
 #[test]

@@ -363,6 +363,21 @@ impl Verdict {
 /// that digest whatever its tag says, so `name:latest@sha256:…` passes it; a
 /// reference with neither tag nor digest means `:latest` and fails it.
 pub fn evaluate(image: &ImageRef, policy: &Policy) -> Verdict {
+    judge(image, policy, false)
+}
+
+/// [`evaluate`] with only the registry rule: whether `pin` may pin this image.
+///
+/// Pinning is what satisfies `requireDigest` and `denyLatest` (a pinned
+/// reference carries a digest), so judging an image about to be pinned by them
+/// would refuse exactly the work that fixes it. `pin --check`, `status` and
+/// `doctor` use [`evaluate`] to show what the webhook would say of the file as
+/// it is.
+pub fn evaluate_registry(image: &ImageRef, policy: &Policy) -> Verdict {
+    judge(image, policy, true)
+}
+
+fn judge(image: &ImageRef, policy: &Policy, registry_only: bool) -> Verdict {
     let quoted = quote(image.original());
     let mut findings = Vec::new();
     let trust = if !policy.has_registry_policy() {
@@ -385,14 +400,14 @@ pub fn evaluate(image: &ImageRef, policy: &Policy) -> Verdict {
         });
         Trust::Untrusted
     };
-    if policy.require_digest && image.digest().is_none() {
+    if !registry_only && policy.require_digest && image.digest().is_none() {
         findings.push(Finding {
             rule: Rule::NotDigestPinned,
             severity: Severity::Deny,
             message: format!("image {quoted} is not pinned by digest (policy.requireDigest)"),
         });
     }
-    if policy.deny_latest && image.digest().is_none() {
+    if !registry_only && policy.deny_latest && image.digest().is_none() {
         let message = match image.tag() {
             Some("latest") => Some(format!(
                 "image {quoted} uses the mutable tag \"latest\" (policy.denyLatest)"
@@ -659,6 +674,21 @@ mod tests {
                 "latest-tag"
             ]
         );
+    }
+
+    #[test]
+    fn registry_only_evaluation_for_pinning() {
+        let mut p = policy(&["registry.k8s.io"]);
+        p.require_digest = true;
+        p.deny_latest = true;
+        let image = ImageRef::parse("registry.k8s.io/pause").unwrap();
+        assert_eq!(evaluate(&image, &p).reason(), Some(Rule::NotDigestPinned));
+        assert!(evaluate_registry(&image, &p).allowed());
+        p.untrusted = Untrusted::Deny;
+        let image = ImageRef::parse("evil.com/pause:latest").unwrap();
+        let v = evaluate_registry(&image, &p);
+        assert_eq!(v.reason(), Some(Rule::UntrustedRegistry));
+        assert_eq!(v.findings.len(), 1);
     }
 
     #[test]

@@ -50,7 +50,11 @@ impl TrustedPrefix {
     /// Host and port must be equal (case-insensitively, after Docker Hub's
     /// legacy name is folded); the path must be equal or continue with `/`.
     pub fn matches(&self, image: &ImageRef) -> bool {
-        if canonical_domain(image.domain()) != self.domain {
+        // Compared without allocating: the webhook runs this per image per request.
+        let domain = image.domain();
+        let same_host = domain.eq_ignore_ascii_case(&self.domain)
+            || (self.domain == DOCKER_HUB && domain.eq_ignore_ascii_case(LEGACY_DOCKER_HUB));
+        if !same_host {
             return false;
         }
         if self.path.is_empty() {
@@ -81,8 +85,8 @@ impl std::str::FromStr for TrustedPrefix {
     }
 }
 
-/// Lowercase, and Docker Hub's legacy host folded into `docker.io`. References
-/// keep the domain as written, so both sides go through this before comparing.
+/// Lowercase, and Docker Hub's legacy host folded into `docker.io`, as
+/// [`TrustedPrefix::matches`] compares a reference's domain.
 fn canonical_domain(domain: &str) -> String {
     let lower = domain.to_ascii_lowercase();
     if lower == LEGACY_DOCKER_HUB {

@@ -381,6 +381,12 @@ impl AdmissionReview {
             not_reviewed: Some(bounded(&why, 200)),
             ..ReviewRequest::default()
         };
+        if request.kind.kind.is_empty() {
+            return Err(ReviewError::Malformed {
+                kind: ADMISSION_REVIEW_KIND,
+                message: "request has no kind".into(),
+            });
+        }
         if request.kind.kind != "Pod" || !request.kind.group.is_empty() {
             return Ok(skip(format!(
                 "kind {:?} is not a core Pod",
@@ -404,8 +410,7 @@ impl AdmissionReview {
                 });
             }
         };
-        let pod: Pod = serde_json::from_value(object.clone())
-            .map_err(|e| malformed(ADMISSION_REVIEW_KIND, e))?;
+        let pod = Pod::deserialize(object).map_err(|e| malformed(ADMISSION_REVIEW_KIND, e))?;
         let images = if ephemeral_only {
             pod.spec
                 .ephemeral_containers
@@ -647,7 +652,7 @@ pub fn decide(request: &ReviewRequest, policy: &Policy, mode: Mode) -> Decision 
                 .audit_annotations
                 .insert("would-deny".into(), bounded(&denial, MAX_ANNOTATION_VALUE));
             decision.warnings.push(bounded(
-                &format!("break-glass used: {why}"),
+                &format!("break-glass used: {why:?}"),
                 MAX_WARNING_LEN,
             ));
             decision.warnings.truncate(MAX_WARNINGS);
@@ -805,6 +810,20 @@ mod tests {
         assert_eq!(d.audit_annotations["break-glass"], "INC-42 registry down");
         assert!(d.audit_annotations["would-deny"].contains("evil.com/x"));
         assert!(d.warnings.iter().any(|w| w.contains("break-glass")));
+
+        // The reason is the pod author's text: escaped where a terminal shows it.
+        let forged = [(BREAK_GLASS_ANNOTATION, "x\nWarning: all clear")];
+        let d = decide(
+            &req("default", &["evil.com/x"], &forged),
+            &strict(),
+            Mode::Enforce,
+        );
+        assert!(
+            d.warnings.iter().all(|w| !w.contains('\n')),
+            "{:?}",
+            d.warnings
+        );
+        assert!(!d.reason.contains('\n'));
 
         let mut off = strict();
         off.allow_break_glass = false;
