@@ -499,14 +499,64 @@ fn review_value() -> impl Strategy<Value = Value> {
     })
 }
 
+fn image_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(STRINGS).prop_map(str::to_string),
+        "[a-zA-Z0-9./:@_-]{0,60}",
+        ".{0,80}",
+        "[a-z]{1,5}\\.[a-z]{2}(:[0-9]{1,4})?/[a-z]{1,6}(:[a-z0-9]{1,5})?(@sha256:[0-9a-f]{64})?",
+    ]
+}
+
+/// Bodies with the right types throughout, so the images reach `decide`.
+fn plausible_review() -> impl Strategy<Value = Value> {
+    let containers = || prop::collection::vec(image_string(), 0..5);
+    let annotations = prop::collection::btree_map(
+        prop_oneof![Just(BREAK_GLASS_ANNOTATION.to_string()), ".{0,20}"],
+        ".{0,30}",
+        0..3,
+    );
+    let namespace = prop_oneof![Just("ci-sandbox".to_string()), "[a-z-]{0,10}"];
+    let sub = proptest::sample::select(&["", "ephemeralcontainers", "status"][..]);
+    (
+        containers(),
+        containers(),
+        annotations,
+        namespace,
+        sub,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(images, more, annotations, namespace, sub, image_review)| {
+                let list = |v: &[String]| -> Vec<Value> {
+                    v.iter().map(|i| json!({"name": "c", "image": i})).collect()
+                };
+                if image_review {
+                    json!({"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview",
+                       "spec":{"containers": list(&images), "annotations": annotations,
+                               "namespace": namespace}})
+                } else {
+                    json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",
+                       "request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},
+                                  "subResource": sub, "namespace": namespace,
+                                  "operation":"CREATE",
+                                  "object":{"metadata":{"annotations": annotations},
+                                            "spec":{"containers": list(&images),
+                                                    "ephemeralContainers": list(&more)}}}})
+                }
+            },
+        )
+}
+
 fn bodies() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..256),
         json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         review_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        plausible_review().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         // Valid bodies cut short or with one byte changed.
         (
-            review_value(),
+            prop_oneof![review_value(), plausible_review()],
             any::<prop::sample::Index>(),
             any::<u8>(),
             any::<bool>()
