@@ -5,7 +5,8 @@
 //! ([`TrustedPrefix`]), the verdict on one image ([`evaluate`]) and the
 //! decision on a whole ImageReview or AdmissionReview ([`decide`], in
 //! [`review`]). It is pure: no I/O, no clock, no logging. `pin` calls
-//! [`evaluate`] for static-pod images; the webhook server (`serve`) calls
+//! [`evaluate_registry`] before pinning a static-pod image and [`evaluate`] to
+//! report what the webhook would say of it; the webhook server (`serve`) calls
 //! [`decide`] on every request, so a decision is a function of the request and
 //! the loaded policy alone and answers in microseconds.
 //!
