@@ -11,6 +11,7 @@
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
 //! - [`backup`]: runs recorded outside the manifest directory, and undoing one.
 //! - [`health`]: polling kube-apiserver's /livez after a change, for the rollback gate.
+//! - [`policy`]: trusted registries, digest and tag rules, and the webhook's review decision (pure).
 //! - [`pass`]: one pinning pass: lock, plan per file, resolve once, verify,
 //!   back up, compare-and-swap write, health gate, report.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
@@ -27,5 +28,6 @@ pub mod fsutil;
 pub mod health;
 pub mod manifest;
 pub mod pass;
+pub mod policy;
 pub mod reference;
 pub mod registry;

@@ -11,7 +11,8 @@ use std::fmt;
 
 /// Docker Hub's canonical domain after normalisation.
 pub const DOCKER_HUB: &str = "docker.io";
-const LEGACY_DOCKER_HUB: &str = "index.docker.io";
+/// Docker Hub's legacy domain, normalised to [`DOCKER_HUB`].
+pub const LEGACY_DOCKER_HUB: &str = "index.docker.io";
 /// The host that actually serves Docker Hub's registry API.
 const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
 const MAX_NAME_LEN: usize = 255;
@@ -265,18 +266,21 @@ fn parse(s: &str) -> Result<ImageRef, String> {
 /// it looks like one (has `.` or `:`, is `localhost`, or has uppercase).
 fn split_domain(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (Some(first), rest)
-        }
+        Some((first, rest)) if looks_like_domain(first) => (Some(first), rest),
         _ => (None, name),
     }
 }
 
-fn validate_domain(d: &str) -> Result<(), String> {
+/// Whether a first name component is a registry host rather than a Docker Hub
+/// path component. The trust policy uses the same test, so a prefix can never
+/// name a host that no reference could have.
+pub(crate) fn looks_like_domain(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+pub(crate) fn validate_domain(d: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("registry host {d:?} {why}"));
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
@@ -322,7 +326,7 @@ fn validate_domain(d: &str) -> Result<(), String> {
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn validate_path_component(c: &str) -> Result<(), String> {
+pub(crate) fn validate_path_component(c: &str) -> Result<(), String> {
     let err = || {
         Err(format!(
             "path component {c:?} must be lowercase letters and digits separated by '.', '_', '__' or dashes"
