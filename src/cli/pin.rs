@@ -7,10 +7,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::{fail, OutputFormat, RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
-use crate::apiserver;
 use crate::backup::BackupStore;
 use crate::pin::{self, Mode, Outcome, Report};
 use crate::registry::HttpResolver;
+use crate::{apiserver, config};
 
 #[derive(Debug, Args)]
 pub struct PinArgs {
@@ -73,23 +73,29 @@ pub struct PinArgs {
     #[arg(long, value_name = "FILE", help_heading = "Health gate")]
     pub health_ca: Option<PathBuf>,
 
-    /// Seconds to wait for healthy before rolling back.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 300.0,
-        help_heading = "Health gate"
+        value_name = "DURATION",
+        value_parser = config::duration::parse,
+        help_heading = "Health gate",
+        help = format!(
+            "Time to wait for healthy before rolling back [default: {:?}]",
+            config::DEFAULT_HEALTH_TIMEOUT
+        )
     )]
-    pub health_timeout: f64,
+    pub health_timeout: Option<Duration>,
 
-    /// Seconds to let kubelet pick up the change before probing (its relist period is 20 s).
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 25.0,
-        help_heading = "Health gate"
+        value_name = "DURATION",
+        value_parser = config::duration::parse_delay,
+        help_heading = "Health gate",
+        help = format!(
+            "Time to let kubelet pick up the change before probing (it relists every 20s) [default: {:?}]",
+            config::DEFAULT_HEALTH_SETTLE
+        )
     )]
-    pub health_settle: f64,
+    pub health_settle: Option<Duration>,
 
     /// Manifest files or directories [default: the configured manifestDir].
     #[arg(value_name = "PATH")]
@@ -140,27 +146,14 @@ pub async fn run(args: PinArgs) -> u8 {
         req.force = args.force;
         req
     });
-    let secs = |name: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(format!("--{name} must be a number of seconds, got {v}"))
-        }
-    };
-    let health = match (
-        args.wait_healthy,
-        secs("health-timeout", args.health_timeout),
-        secs("health-settle", args.health_settle),
-    ) {
-        (false, _, _) => None,
-        (true, Ok(timeout), Ok(settle)) => Some(pin::HealthGate {
-            url: args.health_url.clone(),
-            ca: args.health_ca.clone(),
-            timeout,
-            settle,
-        }),
-        (true, Err(e), _) | (true, _, Err(e)) => return fail(e),
-    };
+    let health = args.wait_healthy.then(|| pin::HealthGate {
+        url: args.health_url.clone(),
+        ca: args.health_ca.clone(),
+        timeout: args
+            .health_timeout
+            .unwrap_or(config::DEFAULT_HEALTH_TIMEOUT),
+        settle: args.health_settle.unwrap_or(config::DEFAULT_HEALTH_SETTLE),
+    });
     // A typo in --health-url or --health-ca must fail before any write, not
     // surface as a rollback after the apiserver restarted.
     if let Some(gate) = &health {
