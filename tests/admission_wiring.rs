@@ -129,7 +129,7 @@ fn text(b: &[u8]) -> String {
 /// The result must still be a valid Pod to the Kubernetes schemas.
 fn assert_valid_pod(file: &Path) {
     let out = run_output(
-        Command::new("kubernetes-validate")
+        Command::new(venv_bin("kubernetes-validate"))
             .args(["--strict", "-k", "1.31.0"])
             .arg(file),
     );
