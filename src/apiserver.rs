@@ -40,7 +40,7 @@ impl Request {
             .unwrap_or_else(|| PathBuf::from("/"));
         Request {
             config_file,
-            plugins: vec!["ImagePolicyWebhook".into()],
+            plugins: vec![crate::admission::preflight::PLUGIN_NAME.into()],
             mount_dir,
             force: false,
         }

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, FsError, Step, WriteOutcome};
 
-pub const DEFAULT_ROOT: &str = "/var/lib/staticpin/backups";
+pub const DEFAULT_ROOT: &str = crate::config::DEFAULT_BACKUP_DIR;
 /// How many run directories [`BackupStore::prune`] callers keep by default.
-pub const DEFAULT_KEEP: usize = 20;
+pub const DEFAULT_KEEP: usize = crate::config::DEFAULT_KEEP_BACKUPS as usize;
 
 const INDEX_FILE: &str = "index.json";
 const INDEX_VERSION: u32 = 1;

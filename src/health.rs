@@ -58,7 +58,7 @@ impl HealthCheck {
             url: url.into(),
             ca: None,
             client: None,
-            timeout: Duration::from_secs(300),
+            timeout: crate::config::DEFAULT_HEALTH_TIMEOUT,
             interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             await_restart: false,

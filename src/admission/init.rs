@@ -23,7 +23,7 @@ use super::preflight::{
 use crate::fsutil::{self, FsError};
 
 pub const DEFAULT_DIR: &str = "/etc/kubernetes/admission";
-pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
+pub const DEFAULT_MANIFEST_DIR: &str = crate::config::DEFAULT_MANIFEST_DIR;
 pub const CONFIG_FILE: &str = "admission_config.yaml";
 pub const KUBECONFIG_FILE: &str = "kubeconf";
 pub const CA_FILE: &str = "webhook-ca.crt";

@@ -309,7 +309,7 @@ impl Run {
                     Some("apiVersion"),
                     format!(
                         "must be {API_VERSION}, got {}",
-                        describe(api_version.unwrap())
+                        describe(api_version.unwrap_or(&Value::Null))
                     ),
                 );
                 return None;

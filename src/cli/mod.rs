@@ -299,14 +299,17 @@ pub fn init_logging(verbose: u8) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.with_ansi(colour(&std::io::stderr())).init();
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder
+            .with_ansi(colour(terminal, std::env::var_os("NO_COLOR")))
+            .init();
     }
 }
 
 /// Colour only for a person at a terminal, and never when `NO_COLOR` is set
 /// to anything non-empty (no-color.org); pipes and files get plain text.
-fn colour(stream: &impl std::io::IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -339,5 +342,50 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Help text written as prose must still state the defaults that apply.
+    #[test]
+    fn help_states_the_defaults() {
+        let mut cli = Cli::command();
+        let mut help = |sub: &str| {
+            cli.find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("no subcommand {sub}"))
+                .render_long_help()
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pin = help("pin");
+        for want in [
+            config::DEFAULT_MANIFEST_DIR,
+            config::DEFAULT_BACKUP_DIR,
+            config::DEFAULT_CONFIG_FILE,
+            config::DEFAULT_KUBELET_ROOT_DIR,
+            config::DEFAULT_CERTS_DIRS[0],
+            config::DEFAULT_CERTS_DIRS[1],
+            "[default: 30s]",
+            "[default: 10s]",
+            "[default: 5m]",
+            "[default: 25s]",
+            "1 to 256 [default: 8]",
+        ] {
+            assert!(pin.contains(want), "pin --help lacks {want:?}:\n{pin}");
+        }
+        assert!(help("check-config").contains(config::DEFAULT_CONFIG_FILE));
+        let rollback = help("rollback");
+        assert!(rollback.contains(config::DEFAULT_BACKUP_DIR), "{rollback}");
+        assert_eq!(show(config::DEFAULT_TIMEOUT), "30s");
+        assert_eq!(show(config::DEFAULT_HEALTH_TIMEOUT), "5m");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("".into())));
     }
 }

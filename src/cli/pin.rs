@@ -79,8 +79,8 @@ pub struct PinArgs {
         value_parser = config::duration::parse,
         help_heading = "Health gate",
         help = format!(
-            "Time to wait for healthy before rolling back [default: {:?}]",
-            config::DEFAULT_HEALTH_TIMEOUT
+            "Time to wait for healthy before rolling back [default: {}]",
+            super::show(config::DEFAULT_HEALTH_TIMEOUT)
         )
     )]
     pub health_timeout: Option<Duration>,
@@ -91,8 +91,8 @@ pub struct PinArgs {
         value_parser = config::duration::parse_delay,
         help_heading = "Health gate",
         help = format!(
-            "Time to let kubelet pick up the change before probing (it relists every 20s) [default: {:?}]",
-            config::DEFAULT_HEALTH_SETTLE
+            "Time for kubelet to notice the change before probing (it relists every 20s) [default: {}]",
+            super::show(config::DEFAULT_HEALTH_SETTLE)
         )
     )]
     pub health_settle: Option<Duration>,

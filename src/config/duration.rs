@@ -52,10 +52,14 @@ fn bounded(secs: f64, shown: &str, floor: Floor) -> Result<Duration, String> {
     if secs > MAX.as_secs_f64() {
         return Err(format!("must be at most 1 day (24h), got {shown}"));
     }
-    // `!(x > 0.0)` rather than `x <= 0.0`: NaN fails every comparison.
     match floor {
-        Floor::Positive if !(secs > 0.0) => return Err(format!("must be positive, got {shown}")),
-        Floor::Zero if !(secs >= 0.0) => return Err(format!("must not be negative, got {shown}")),
+        _ if secs.is_nan() && floor == Floor::Zero => {
+            return Err(format!("must not be negative, got {shown}"))
+        }
+        Floor::Positive if secs.is_nan() || secs <= 0.0 => {
+            return Err(format!("must be positive, got {shown}"))
+        }
+        Floor::Zero if secs < 0.0 => return Err(format!("must not be negative, got {shown}")),
         _ => {}
     }
     match Duration::try_from_secs_f64(secs) {

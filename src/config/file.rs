@@ -19,23 +19,34 @@ use super::{duration, ConfigError, ConfigPaths};
     expecting = "a mapping of staticpin settings"
 )]
 pub struct Fragment {
+    /// `manifestDir`; see [`Settings`](super::Settings) for each key's meaning.
     pub manifest_dir: Option<PathBuf>,
+    /// `backupDir`.
     pub backup_dir: Option<PathBuf>,
+    /// `keepBackups`.
     pub keep_backups: Option<u32>,
+    /// `dockerConfig`.
     pub docker_config: Option<PathBuf>,
+    /// `kubeletRootDir`.
     pub kubelet_root_dir: Option<PathBuf>,
+    /// `certsDirs`.
     pub certs_dirs: Option<Vec<PathBuf>>,
+    /// `insecureRegistries`.
     pub insecure_registries: Option<Vec<String>>,
-    /// Bounded while it is read; see [`duration`].
+    /// `timeout`, bounded while it is read; see [`duration`].
     #[serde(default, deserialize_with = "duration::deserialize_timeout")]
     pub timeout: Option<Duration>,
+    /// `connectTimeout`, bounded while it is read.
     #[serde(default, deserialize_with = "duration::deserialize_timeout")]
     pub connect_timeout: Option<Duration>,
+    /// `retries`.
     pub retries: Option<u32>,
-    // Wider than the valid range so that 300 gets a range error naming the
-    // limits rather than a bare "expected u16".
+    /// `concurrency`. Wider than the valid range so that 300 gets a range
+    /// error naming the limits rather than a bare "expected u16".
     pub concurrency: Option<u64>,
+    /// `digestOnly`.
     pub digest_only: Option<bool>,
+    /// `admission`.
     pub admission: Option<AdmissionFragment>,
     /// Which file set each key, so validation can blame the right one. A key
     /// set without an entry here came from the command line or from code.
@@ -51,7 +62,9 @@ pub struct Fragment {
     expecting = "a mapping with `enabled` and `configFile`"
 )]
 pub struct AdmissionFragment {
+    /// `admission.enabled`.
     pub enabled: Option<bool>,
+    /// `admission.configFile`.
     pub config_file: Option<PathBuf>,
 }
 

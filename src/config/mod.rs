@@ -23,6 +23,8 @@
 //! The loader takes its paths as arguments so tests (and `check-config`) can
 //! point it anywhere.
 
+#![warn(missing_docs)]
+
 pub mod duration;
 mod file;
 mod settings;
@@ -60,25 +62,40 @@ impl Default for ConfigPaths {
 /// Why configuration could not be loaded. Display always starts with the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file that could not be read (for [`load`], other than not existing).
     #[error("{}: cannot read: {source}", .path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The drop-in directory exists but cannot be listed.
     #[error("{}: cannot list drop-in directory: {source}", .dir.display())]
-    ReadDir { dir: PathBuf, source: io::Error },
+    ReadDir {
+        /// The drop-in directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Syntax errors, wrong types and unknown keys.
     #[error("{}: {}{message}", .path.display(), Location(.line_column))]
     Parse {
+        /// The file.
         path: PathBuf,
         /// 1-based line and column, when the YAML parser knows them.
         line_column: Option<(usize, usize)>,
+        /// The parser's message, without its location.
         message: String,
     },
     /// A well-typed value outside its allowed range.
     #[error("{}{key}: {reason}", Origin(.origin))]
     Invalid {
-        /// The file that set the value; `None` for fragments built in code.
+        /// The file that set the value; `None` for flags and fragments built in code.
         origin: Option<PathBuf>,
         /// The camelCase key, e.g. `keepBackups` or `admission.configFile`.
         key: String,
+        /// What the value must be, and what it was.
         reason: String,
     },
 }

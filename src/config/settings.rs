@@ -8,7 +8,9 @@ use super::{duration, ConfigError, Fragment};
 
 /// kubelet's `staticPodPath` on kubeadm nodes.
 pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
+/// Outside the manifest directory, so kubelet never runs a backup.
 pub const DEFAULT_BACKUP_DIR: &str = "/var/lib/staticpin/backups";
+/// Backup runs kept; older ones are pruned.
 pub const DEFAULT_KEEP_BACKUPS: u32 = 20;
 /// kubelet's `--root-dir`, whose `config.json` kubelet searches first.
 pub const DEFAULT_KUBELET_ROOT_DIR: &str = "/var/lib/kubelet";
@@ -16,6 +18,7 @@ pub const DEFAULT_KUBELET_ROOT_DIR: &str = "/var/lib/kubelet";
 pub const DEFAULT_CERTS_DIRS: [&str; 2] = ["/etc/containerd/certs.d", "/etc/docker/certs.d"];
 /// One whole registry request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Establishing one connection to a registry.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retries after the first attempt, on 429, 5xx and connection failures.
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -34,19 +37,31 @@ pub const MAX_CONCURRENCY: u64 = 256;
 /// Fully defaulted, validated settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// kubelet's static pod directory: what `pin` and `doctor` read by default.
     pub manifest_dir: PathBuf,
+    /// Where originals are saved before a change; never `manifest_dir`.
     pub backup_dir: PathBuf,
+    /// Backup runs kept, at least 1.
     pub keep_backups: u32,
     /// `None`: search for a docker config the way kubelet does.
     pub docker_config: Option<PathBuf>,
+    /// kubelet's `--root-dir`; its `config.json` is searched first.
     pub kubelet_root_dir: PathBuf,
+    /// containerd/docker certs directories (CAs, client certs, hosts.toml), in order.
     pub certs_dirs: Vec<PathBuf>,
+    /// `host[:port]` entries with TLS verification off and plain HTTP allowed.
     pub insecure_registries: Vec<String>,
+    /// One whole registry request, within [`duration::MAX`].
     pub timeout: Duration,
+    /// Establishing one connection, within [`duration::MAX`].
     pub connect_timeout: Duration,
+    /// Retries after the first attempt, on 429, 5xx and connection failures.
     pub retries: u32,
+    /// Registry requests in flight at once, 1 to [`MAX_CONCURRENCY`].
     pub concurrency: usize,
+    /// Write `name@sha256:…` instead of `name:tag@sha256:…`.
     pub digest_only: bool,
+    /// ImagePolicyWebhook wiring.
     pub admission: AdmissionSettings,
 }
 
@@ -54,6 +69,7 @@ pub struct Settings {
 /// `doctor` checks it), and with which AdmissionConfiguration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdmissionSettings {
+    /// Whether `pin` wires it.
     pub enabled: bool,
     /// Always set when `enabled` is.
     pub config_file: Option<PathBuf>,

@@ -493,3 +493,35 @@ fn shipped_example_passes_check() {
     // The example documents the defaults, so it must not change them.
     assert_eq!(settings, Settings::default());
 }
+
+#[test]
+fn shipped_example_names_the_file_admission_init_writes() {
+    let text = include_str!("../../examples/config.yaml");
+    let written =
+        Path::new(crate::admission::init::DEFAULT_DIR).join(crate::admission::init::CONFIG_FILE);
+    let line = format!("# configFile: {}\n", written.display());
+    assert!(text.contains(&line), "examples/config.yaml lacks {line:?}");
+    assert!(!text.contains("not used yet"));
+}
+
+#[test]
+fn shipped_example_states_the_default_of_each_key() {
+    let text = include_str!("../../examples/config.yaml");
+    let d = Settings::default();
+    for line in [
+        format!("manifestDir: {}\n", d.manifest_dir.display()),
+        format!("backupDir: {}\n", d.backup_dir.display()),
+        format!("keepBackups: {}\n", d.keep_backups),
+        format!("kubeletRootDir: {}\n", d.kubelet_root_dir.display()),
+        format!("timeout: {}\n", d.timeout.as_secs()),
+        format!("connectTimeout: {}\n", d.connect_timeout.as_secs()),
+        format!("retries: {}\n", d.retries),
+        format!("concurrency: {}\n", d.concurrency),
+        format!(
+            "Registry requests in flight at once, 1 to {}.",
+            MAX_CONCURRENCY
+        ),
+    ] {
+        assert!(text.contains(&line), "examples/config.yaml lacks {line:?}");
+    }
+}
