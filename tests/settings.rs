@@ -237,3 +237,21 @@ fn verbose_logs_have_no_colour_codes_off_a_terminal() {
     assert!(out.stderr.contains("read config"), "{out}");
     assert!(!out.stderr.contains('\u{1b}'), "{out:?}", out = out.stderr);
 }
+
+#[test]
+fn pin_flags_are_validated_with_the_config() {
+    let sb = Sandbox::new();
+    let manifests = sb.path("manifests");
+    std::fs::write(manifests.join("etcd.yaml"), POD).unwrap();
+    // kubelet would run backups kept in its manifest directory.
+    let out = sb.run(
+        "pin",
+        &["--backup-dir", manifests.to_str().unwrap(), "--insecure-registry", "127.0.0.1:1"],
+    );
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("backupDir: must not be manifestDir"), "{out}");
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 1, "{out}");
+    let out = sb.run("pin", &["--backup-dir", "", "--check"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("--backup-dir"), "{out}");
+}

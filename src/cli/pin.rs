@@ -31,7 +31,7 @@ pub struct PinArgs {
 
     /// Where originals are saved before the first change in a run
     /// [default: /var/lib/staticpin/backups]. Never inside the manifest directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::path_flag)]
     pub backup_dir: Option<PathBuf>,
 
     /// Report format.
@@ -103,7 +103,11 @@ pub struct PinArgs {
 }
 
 pub async fn run(args: PinArgs) -> u8 {
-    let cfg = match args.registry.load_config() {
+    // Flags that override config keys are validated with them.
+    let mut flags = config::Fragment::default();
+    flags.backup_dir = args.backup_dir.clone();
+    flags.digest_only = args.digest_only.then_some(true);
+    let cfg = match args.registry.load_config_with(flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -171,12 +175,12 @@ pub async fn run(args: PinArgs) -> u8 {
     }
     let options = pin::Options {
         mode,
-        digest_only: args.digest_only || cfg.digest_only,
+        digest_only: cfg.digest_only,
         concurrency: settings.concurrency,
         admission,
         health,
     };
-    let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
+    let store = BackupStore::new(cfg.backup_dir.clone());
     let resolver = HttpResolver::new(settings);
     let backups = (mode == Mode::Apply).then_some(&store);
     let report = pin::run(&paths, &options, &resolver, backups).await;
