@@ -9,9 +9,8 @@ use crate::backup::BackupStore;
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Config file [default: /etc/staticpin/config.yaml plus config.d].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::ConfigFlag,
 
     /// Where backups were saved [default: /var/lib/staticpin/backups].
     #[arg(long, value_name = "DIR")]
@@ -23,7 +22,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: RollbackArgs) -> u8 {
-    let cfg = match load_config(args.config.as_deref()).map(|(c, _)| c) {
+    let cfg = match load_config(args.config.file.as_deref()).map(|(c, _)| c) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
