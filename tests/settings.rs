@@ -246,10 +246,18 @@ fn pin_flags_are_validated_with_the_config() {
     // kubelet would run backups kept in its manifest directory.
     let out = sb.run(
         "pin",
-        &["--backup-dir", manifests.to_str().unwrap(), "--insecure-registry", "127.0.0.1:1"],
+        &[
+            "--backup-dir",
+            manifests.to_str().unwrap(),
+            "--insecure-registry",
+            "127.0.0.1:1",
+        ],
     );
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stderr.contains("backupDir: must not be manifestDir"), "{out}");
+    assert!(
+        out.stderr.contains("backupDir: must not be manifestDir"),
+        "{out}"
+    );
     assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 1, "{out}");
     let out = sb.run("pin", &["--backup-dir", "", "--check"]);
     assert_eq!(out.code, 2, "{out}");
