@@ -2,13 +2,38 @@
 # A self-contained run of staticpin's main job: start a throwaway registry on
 # 127.0.0.1, push multi-arch control-plane images to it, copy the example
 # kubeadm manifests into a temp dir, show the --dry-run diff, pin them, and
-# prove a second run changes nothing. Touches nothing outside a temp dir.
+# prove a second run changes nothing. Touches nothing outside a temp dir
+# (and target/, where cargo builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash .ci/deps
-cargo build --quiet --release --locked
-SP="$PWD/target/release/staticpin"
+START=$SECONDS
+step() { printf '\n== [%ss] %s\n' "$((SECONDS - START))" "$*"; }
+
+# Only what this script runs: the registry, skopeo to push, curl to wait for
+# the registry, tar for the image layers. (The test suite needs more; that
+# is .ci/deps.)
+need=(docker-registry skopeo curl tar sha256sum)
+missing=()
+for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]} (apt: docker-registry skopeo curl tar coreutils)"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    docker-registry skopeo curl tar coreutils ca-certificates >/dev/null
+  # The package starts a registry on :5000; this demo brings its own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    $SUDO systemctl stop docker-registry || true
+  fi
+fi
+
+# A debug build: half the compile time of --release, fast enough for four
+# manifests, and the same artifacts `cargo test` reuses afterwards.
+step "building staticpin (cargo build; the first build compiles ~150 crates, 1-4 minutes)"
+cargo build --locked
+SP="$PWD/target/debug/staticpin"
 
 WORK=$(mktemp -d /tmp/staticpin-demo.XXXXXX)
 cleanup() { [ -n "${REG_PID:-}" ] && kill "$REG_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -23,6 +48,7 @@ log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $WORK/storage}}
 http: {addr: $REG}
 YAML
+step "starting a throwaway registry on $REG"
 docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
@@ -51,7 +77,7 @@ image() {
   skopeo copy -q --all --insecure-policy --dest-tls-verify=false "oci:$LAYOUT:$2" "docker://$REG/$1:$2"
 }
 
-echo "== pushing example control-plane images to the throwaway registry $REG"
+step "pushing two-platform control-plane images to the throwaway registry $REG"
 image kube-apiserver v1.31.0
 image kube-controller-manager v1.31.0
 image kube-scheduler v1.31.0
@@ -63,19 +89,20 @@ for f in examples/manifests/*.yaml; do
 done
 FLAGS=(--insecure-registry "$REG" --backup-dir "$WORK/backups" --config examples/config.yaml)
 
-echo; echo "== staticpin pin --dry-run (nothing is written)"
+step "staticpin pin --dry-run (nothing is written)"
 "$SP" pin --dry-run "${FLAGS[@]}" "$WORK/manifests"
 
-echo; echo "== staticpin pin"
+step "staticpin pin"
 "$SP" pin "${FLAGS[@]}" "$WORK/manifests"
 
-echo; echo "== staticpin pin --check (no network)"
+step "staticpin pin --check (no network)"
 "$SP" pin --check "${FLAGS[@]}" "$WORK/manifests"
 
-echo; echo "== second run: nothing to do, no registry asked"
+step "second run: nothing to do, no registry asked"
 "$SP" pin "${FLAGS[@]}" "$WORK/manifests"
 
-echo; echo "== backups were kept outside the manifest directory:"
+step "backups were kept outside the manifest directory:"
 find "$WORK/backups" -type f | sed "s|$WORK|\$WORK|"
-echo; echo "== the manifest directory holds only the manifests:"
+step "the manifest directory holds only the manifests:"
 ls -A "$WORK/manifests"
+step "done"

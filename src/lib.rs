@@ -18,6 +18,10 @@
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
+// No unwrap outside tests: a panic on a control-plane node is a failed run
+// with no message. (Tests unwrap freely; the Cargo.toml [lints] hold everywhere.)
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod admission;
 pub mod apiserver;
 pub mod backup;

@@ -281,45 +281,58 @@ pub(crate) fn looks_like_domain(first: &str) -> bool {
 }
 
 pub(crate) fn validate_domain(d: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("registry host {d:?} {why}"));
-    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
-        let Some(end) = rest.find(']') else {
-            return bad("has an unclosed IPv6 bracket");
+    check_host_port(d).map_err(|why| format!("registry host {d:?} {why}"))
+}
+
+/// The one `host[:port]` grammar: the part of an image reference before its
+/// first `/` when that part names a registry. Also what `insecureRegistries`
+/// entries must be, since they are compared to that text. Returns why not,
+/// as a phrase to follow the quoted text.
+pub fn check_host_port(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.contains("://") {
+        return Err("has a scheme");
+    }
+    if s.contains('/') {
+        return Err("has a path");
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return Err("has an unclosed IPv6 bracket");
         };
-        let (ip, after) = (&rest[..end], &rest[end + 1..]);
         if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return bad("is not a valid IPv6 address");
+            return Err("is not a valid IPv6 address");
         }
         match after {
-            "" => return Ok(()),
-            p if p.starts_with(':') => (None, Some(&p[1..])),
-            _ => return bad("has text after the IPv6 address"),
+            "" => (None, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (None, Some(p)),
+                None => return Err("has text after the IPv6 address"),
+            },
         }
     } else {
-        match d.rsplit_once(':') {
+        match s.split_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
-            None => (Some(d), None),
+            None => (Some(s), None),
         }
     };
+    // Digits only (no sign, no spaces), and a port a connection can use.
     if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("has an invalid port");
+        if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u16>(), Ok(1..)) {
+            return Err("has an invalid port");
         }
     }
     if let Some(h) = host {
-        if h.is_empty() {
-            return bad("is empty");
-        }
-        for label in h.split('.') {
-            let ok = !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-');
-            if !ok {
-                return bad("is not a valid host name");
-            }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !h.split('.').all(label_ok) {
+            return Err("is not a valid host name");
         }
     }
     Ok(())
@@ -447,6 +460,10 @@ mod tests {
             ("foo_-bar", "path component"),
             (" nginx", "whitespace"),
             ("example.com:port/x", "invalid port"),
+            ("example.com:0/x", "invalid port"),
+            ("example.com:65536/x", "invalid port"),
+            ("a:1:2/x", "invalid port"),
+            ("[::1/x", "unclosed IPv6 bracket"),
         ] {
             let e = ImageRef::parse(bad).unwrap_err();
             let msg = e.to_string();

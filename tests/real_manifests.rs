@@ -1,6 +1,8 @@
-//! The real kubeadm, minikube and kind manifests in `../shared/fixtures/real`
-//! (kept outside the project on purpose), with their registry hosts pointed
-//! at a local registry: pinning may touch `image:` lines and nothing else.
+//! The real kubeadm, minikube and kind manifests in the shared corpus
+//! (`../shared/fixtures/real`, kept outside the project on purpose; see
+//! [`support::shared_corpus`] for when these tests skip), with their registry
+//! hosts pointed at a local registry: pinning may touch `image:` lines and
+//! nothing else, wiring only flags, a mount and a volume.
 
 mod support;
 
@@ -10,19 +12,8 @@ use std::process::Command;
 
 use support::*;
 
-fn real_manifests() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/real/manifests");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    // CI lays shared/ beside the clone; missing there is a failure, not a skip.
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing in CI",
-        dir.display()
-    );
-    eprintln!("skipping: {} not present", dir.display());
-    None
+fn real_manifests(test: &str) -> Option<PathBuf> {
+    shared_corpus("fixtures/real/manifests", test)
 }
 
 /// `registry.k8s.io/etcd:3.5.16-0` → (`registry.k8s.io`, `etcd:3.5.16-0`).
@@ -57,7 +48,9 @@ fn isolated_pin(tmp: &Path) -> Command {
 
 #[test]
 fn real_manifests_change_only_image_lines() {
-    let Some(src) = real_manifests() else { return };
+    let Some(src) = real_manifests("real_manifests_change_only_image_lines") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let reg = Registry::plain(&tmp.path().join("storage"));
     let manifests = tmp.path().join("manifests");
@@ -146,7 +139,9 @@ fn real_manifests_change_only_image_lines() {
 /// that already points at another admission config is refused until --force.
 #[test]
 fn real_apiservers_get_only_flags_mount_and_volume() {
-    let Some(src) = real_manifests() else { return };
+    let Some(src) = real_manifests("real_apiservers_get_only_flags_mount_and_volume") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path(), "webhook");
     let (cert, key) = pki.client_cert("kube-apiserver");
@@ -261,7 +256,7 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
         }
         // And it is still a valid Pod.
         let valid = run_output(
-            Command::new("kubernetes-validate")
+            Command::new(venv_bin("kubernetes-validate"))
                 .args(["--strict", "-k", "1.31.0"])
                 .arg(&file),
         );
@@ -272,4 +267,34 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
         );
     }
     assert!(seen >= 5, "expected the real kube-apiserver manifests");
+}
+
+/// The health gate asks what kubelet's livenessProbe asks: every real
+/// kube-apiserver manifest yields its `/livez` URL.
+#[test]
+fn real_apiservers_give_their_probe_urls() {
+    let Some(dir) = real_manifests("real_apiservers_give_their_probe_urls") else {
+        return;
+    };
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.contains("kube-apiserver") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        let url =
+            staticpin::health::liveness_url(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert!(
+            url.starts_with("https://") && url.ends_with("/livez"),
+            "{name}: {url}"
+        );
+        if name.starts_with("Harounjlassi__") {
+            // minikube: its own port.
+            assert_eq!(url, "https://192.168.59.105:8443/livez");
+        }
+        seen += 1;
+    }
+    assert!(seen > 0);
 }

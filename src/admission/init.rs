@@ -23,7 +23,11 @@ use super::preflight::{
 use crate::fsutil::{self, FsError};
 
 pub const DEFAULT_DIR: &str = "/etc/kubernetes/admission";
-pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
+pub const DEFAULT_MANIFEST_DIR: &str = crate::config::DEFAULT_MANIFEST_DIR;
+/// The CKS defaults: cache answers 50 s, retry after 500 ms.
+pub const DEFAULT_ALLOW_TTL: i64 = 50;
+pub const DEFAULT_DENY_TTL: i64 = 50;
+pub const DEFAULT_RETRY_BACKOFF_MS: i64 = 500;
 pub const CONFIG_FILE: &str = "admission_config.yaml";
 pub const KUBECONFIG_FILE: &str = "kubeconf";
 pub const CA_FILE: &str = "webhook-ca.crt";
@@ -72,9 +76,9 @@ impl InitOptions {
             webhook_ca: webhook_ca.into(),
             client_cert: client_cert.into(),
             client_key: client_key.into(),
-            allow_ttl: 50,
-            deny_ttl: 50,
-            retry_backoff: 500,
+            allow_ttl: DEFAULT_ALLOW_TTL,
+            deny_ttl: DEFAULT_DENY_TTL,
+            retry_backoff: DEFAULT_RETRY_BACKOFF_MS,
             default_allow: false,
             dir: PathBuf::from(DEFAULT_DIR),
             manifest_dir: PathBuf::from(DEFAULT_MANIFEST_DIR),

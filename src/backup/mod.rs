@@ -32,9 +32,9 @@ use crate::fsutil::{self, FsError, Step, WriteOutcome};
 pub use stamp::format_timestamp;
 use stamp::{format_micros, micros_since_epoch, parse_run_name};
 
-pub const DEFAULT_ROOT: &str = "/var/lib/staticpin/backups";
+pub const DEFAULT_ROOT: &str = crate::config::DEFAULT_BACKUP_DIR;
 /// How many run directories [`BackupStore::prune`] callers keep by default.
-pub const DEFAULT_KEEP: usize = 20;
+pub const DEFAULT_KEEP: usize = crate::config::DEFAULT_KEEP_BACKUPS as usize;
 
 const INDEX_FILE: &str = "index.json";
 /// Version 1 indexes (no hashes, no images) are still read; their runs can

@@ -53,7 +53,7 @@ pub struct InitArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 50,
+        default_value_t = init::DEFAULT_ALLOW_TTL,
         allow_negative_numbers = true
     )]
     pub allow_ttl: i64,
@@ -62,7 +62,7 @@ pub struct InitArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 50,
+        default_value_t = init::DEFAULT_DENY_TTL,
         allow_negative_numbers = true
     )]
     pub deny_ttl: i64,
@@ -71,7 +71,7 @@ pub struct InitArgs {
     #[arg(
         long,
         value_name = "MS",
-        default_value_t = 500,
+        default_value_t = init::DEFAULT_RETRY_BACKOFF_MS,
         allow_negative_numbers = true
     )]
     pub retry_backoff: i64,

@@ -16,9 +16,8 @@ use crate::pass::{self, Outcome};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Config file [default: /etc/staticpin/config.yaml plus config.d].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::ConfigFlag,
 
     /// AdmissionConfiguration to check [default: admission.configFile from the config].
     #[arg(long, value_name = "FILE")]
@@ -41,7 +40,7 @@ struct Row {
 
 pub async fn run(args: DoctorArgs) -> u8 {
     let mut rows = Vec::new();
-    let cfg = match load_config(args.config.as_deref()).map(|(c, _)| c) {
+    let cfg = match load_config(args.config.file.as_deref()).map(|(c, _)| c) {
         Ok(c) => {
             rows.push(Row {
                 level: Level::Pass,

@@ -40,6 +40,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once and moved into its subcommand; boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Resolve image references to digests, as the node's runtime would pull them.
@@ -92,75 +94,125 @@ pub enum OutputFormat {
     Json,
 }
 
-/// How to reach registries; shared by every subcommand that resolves.
-/// Every flag overrides the same camelCase key of the config file.
-#[derive(Debug, Clone, Args)]
-pub struct RegistryArgs {
-    /// Config file [default: /etc/staticpin/config.yaml plus /etc/staticpin/config.d/*.yaml].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Use this docker config (config.json or .dockercfg) instead of kubelet's search path.
-    #[arg(long, value_name = "FILE")]
-    pub docker_config: Option<PathBuf>,
-
-    /// kubelet's --root-dir, whose config.json is searched first [default: /var/lib/kubelet].
-    #[arg(long, value_name = "DIR")]
-    pub kubelet_root_dir: Option<PathBuf>,
-
-    /// A certs directory in containerd/docker layout (<dir>/<host[:port]>/*.crt). Repeatable;
-    /// replaces the defaults /etc/containerd/certs.d and /etc/docker/certs.d.
-    #[arg(long = "certs-dir", value_name = "DIR")]
-    pub certs_dirs: Vec<PathBuf>,
-
-    /// Skip TLS verification for HOST[:PORT] and allow plain HTTP there. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-
-    /// Seconds allowed for one whole request [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
-
-    /// Seconds the whole run may spend on registries; later answers count as timeouts [default: 300].
-    #[arg(long, value_name = "SECS")]
-    pub deadline: Option<f64>,
-
-    /// Seconds allowed to establish a connection [default: 10].
-    #[arg(long, value_name = "SECS")]
-    pub connect_timeout: Option<f64>,
-
-    /// Retries after the first attempt on 429, 5xx and connection failures [default: 3].
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
-
-    /// Registry requests in flight at once [default: 8].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: Option<u16>,
+/// `--config FILE`: the one definition, flattened into every subcommand
+/// that reads configuration.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigFlag {
+    /// Read only this config file [default: /etc/staticpin/config.yaml plus
+    /// /etc/staticpin/config.d/*.yaml].
+    #[arg(id = "config", long = "config", value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
-impl RegistryArgs {
-    /// The config file(s), with flags not yet applied.
-    pub fn load_config(&self) -> Result<config::Settings, String> {
-        let (settings, files) = load_config(self.config.as_deref())?;
+impl ConfigFlag {
+    /// The validated config, with `flags` applied over it.
+    pub fn load(&self, flags: config::Fragment) -> Result<config::Settings, String> {
+        let (settings, files) = load_settings(self.file.as_deref(), flags)?;
         for f in files {
             tracing::info!("read config {}", f.display());
         }
         Ok(settings)
     }
+}
 
-    /// Resolver settings: flags over config over defaults, with credentials
-    /// loaded the way kubelet does.
+/// How to reach registries; shared by every subcommand that resolves.
+/// Every flag overrides the same camelCase key of the config file and takes
+/// exactly the values that key takes.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    #[command(flatten)]
+    pub config: ConfigFlag,
+
+    /// Use this docker config (config.json or .dockercfg) instead of kubelet's search path.
+    #[arg(long, value_name = "FILE", value_parser = path_flag)]
+    pub docker_config: Option<PathBuf>,
+
+    #[arg(long, value_name = "DIR", value_parser = path_flag, help = format!(
+        "kubelet's --root-dir, whose config.json is searched first [default: {}]",
+        config::DEFAULT_KUBELET_ROOT_DIR
+    ))]
+    pub kubelet_root_dir: Option<PathBuf>,
+
+    #[arg(long = "certs-dir", value_name = "DIR", value_parser = path_flag, help = format!(
+        "A certs directory in containerd/docker layout (<dir>/<host[:port]>/*.crt). Repeatable; \
+         replaces the defaults {}",
+        config::DEFAULT_CERTS_DIRS.join(" and ")
+    ))]
+    pub certs_dirs: Vec<PathBuf>,
+
+    /// Skip TLS verification for HOST[:PORT] and allow plain HTTP there. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", value_parser = registry_host_flag)]
+    pub insecure_registries: Vec<String>,
+
+    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
+        "Time allowed for one whole request: {} [default: {}]",
+        config::duration::SYNTAX,
+        show(config::DEFAULT_TIMEOUT)
+    ))]
+    pub timeout: Option<Duration>,
+
+    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
+        "Time the whole run may spend on registries; later answers count as timeouts [default: {}]",
+        show(config::DEFAULT_DEADLINE)
+    ))]
+    pub deadline: Option<Duration>,
+
+    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
+        "Time allowed to establish a connection [default: {}]",
+        show(config::DEFAULT_CONNECT_TIMEOUT)
+    ))]
+    pub connect_timeout: Option<Duration>,
+
+    #[arg(long, value_name = "N", help = format!(
+        "Retries after the first attempt on 429, 5xx and connection failures [default: {}]",
+        config::DEFAULT_RETRIES
+    ))]
+    pub retries: Option<u32>,
+
+    #[arg(long, value_name = "N", value_parser = concurrency_flag, help = format!(
+        "Registry requests in flight at once, 1 to {} [default: {}]",
+        config::MAX_CONCURRENCY,
+        config::DEFAULT_CONCURRENCY
+    ))]
+    pub concurrency: Option<usize>,
+}
+
+impl RegistryArgs {
+    /// These flags as a config fragment, to merge over the files.
+    pub fn fragment(&self) -> config::Fragment {
+        let mut f = config::Fragment::default();
+        f.docker_config = self.docker_config.clone();
+        f.kubelet_root_dir = self.kubelet_root_dir.clone();
+        f.certs_dirs = given(&self.certs_dirs);
+        f.insecure_registries = given(&self.insecure_registries);
+        f.timeout = self.timeout;
+        f.deadline = self.deadline;
+        f.connect_timeout = self.connect_timeout;
+        f.retries = self.retries;
+        // Lossless: the flag's parser kept it within MAX_CONCURRENCY.
+        f.concurrency = self.concurrency.map(|n| n as u64);
+        f
+    }
+
+    /// Config files, then these flags over them, validated together.
+    pub fn load_config(&self) -> Result<config::Settings, String> {
+        self.load_config_with(config::Fragment::default())
+    }
+
+    /// [`load_config`](Self::load_config) with a subcommand's own flags
+    /// (e.g. `--backup-dir`) merged last, so they are validated too.
+    pub fn load_config_with(&self, more: config::Fragment) -> Result<config::Settings, String> {
+        self.config.load(self.fragment().merge(more))
+    }
+
+    /// Resolver settings from loaded settings (flags already applied), with
+    /// credentials loaded the way kubelet does.
     pub fn settings(&self, cfg: &config::Settings) -> Result<Settings, String> {
-        let docker_config = self.docker_config.as_ref().or(cfg.docker_config.as_ref());
-        let keyring = match docker_config {
+        let keyring = match &cfg.docker_config {
             Some(path) => credentials::load_file(path).map_err(|e| e.to_string())?,
             None => {
-                let root = self
-                    .kubelet_root_dir
-                    .as_ref()
-                    .unwrap_or(&cfg.kubelet_root_dir);
                 let home = std::env::var_os("HOME").map(PathBuf::from);
-                let paths = credentials::search_paths(root, home.as_deref());
+                let paths = credentials::search_paths(&cfg.kubelet_root_dir, home.as_deref());
                 let (keyring, from) = credentials::discover(&paths);
                 match from {
                     Some(p) => tracing::info!("using registry credentials from {}", p.display()),
@@ -169,46 +221,76 @@ impl RegistryArgs {
                 keyring
             }
         };
-        let secs = |name: &str, flag: Option<f64>, cfg: Duration| match flag {
-            None => Ok(cfg),
-            Some(v) => match Duration::try_from_secs_f64(v) {
-                Ok(d) if !d.is_zero() => Ok(d),
-                _ => Err(format!(
-                    "--{name} must be a positive number of seconds, got {v}"
-                )),
-            },
-        };
         Ok(Settings {
             keyring,
-            certs_dirs: pick(&self.certs_dirs, &cfg.certs_dirs),
-            insecure_registries: pick(&self.insecure_registries, &cfg.insecure_registries),
-            connect_timeout: secs("connect-timeout", self.connect_timeout, cfg.connect_timeout)?,
-            request_timeout: secs("timeout", self.timeout, cfg.timeout)?,
-            max_retries: self.retries.unwrap_or(cfg.retries),
+            certs_dirs: cfg.certs_dirs.clone(),
+            insecure_registries: cfg.insecure_registries.clone(),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.timeout,
+            max_retries: cfg.retries,
             max_retry_after: Settings::default().max_retry_after,
-            concurrency: self.concurrency.map_or(cfg.concurrency, usize::from),
-            deadline: secs("deadline", self.deadline, cfg.deadline)?,
+            concurrency: cfg.concurrency,
+            deadline: cfg.deadline,
         })
     }
+}
+
+/// A repeatable flag replaces the config's list when given at all.
+fn given<T: Clone>(flags: &[T]) -> Option<Vec<T>> {
+    (!flags.is_empty()).then(|| flags.to_vec())
+}
+
+/// A duration as help text shows defaults: `30s`, `5m`.
+fn show(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// A path flag: what a config key takes, except that a relative path means
+/// relative to the shell's working directory, as on any command line.
+fn path_flag(s: &str) -> Result<PathBuf, String> {
+    let p = Path::new(s);
+    if p.as_os_str().is_empty() {
+        return config::check_path(p).map(|()| PathBuf::new());
+    }
+    std::path::absolute(p).map_err(|e| format!("cannot make {s:?} absolute: {e}"))
+}
+
+fn registry_host_flag(s: &str) -> Result<String, String> {
+    config::check_registry_host(s).map(|()| s.to_string())
+}
+
+fn concurrency_flag(s: &str) -> Result<usize, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("expected a whole number, got {s:?}"))?;
+    config::check_concurrency(n)
 }
 
 /// The config every subcommand uses: FILE alone when `--config FILE` is
 /// given, else /etc/staticpin/config.yaml plus config.d; with the files read.
 pub(crate) fn load_config(file: Option<&Path>) -> Result<(config::Settings, Vec<PathBuf>), String> {
-    let loaded = match file {
-        Some(f) => config::check(f).map(|s| (s, vec![f.to_path_buf()])),
-        None => config::load(&config::ConfigPaths::default()),
-    };
-    loaded.map_err(|e| e.to_string())
+    load_settings(file, config::Fragment::default())
 }
 
-/// Repeatable flags replace the config's list when given at all.
-fn pick<T: Clone>(flags: &[T], cfg: &[T]) -> Vec<T> {
-    if flags.is_empty() {
-        cfg.to_vec()
-    } else {
-        flags.to_vec()
-    }
+/// Files (FILE alone, or the default main file plus drop-ins), then `flags`,
+/// validated in one step.
+fn load_settings(
+    file: Option<&Path>,
+    flags: config::Fragment,
+) -> Result<(config::Settings, Vec<PathBuf>), String> {
+    let read = match file {
+        Some(f) => config::load_file(f).map(|frag| (frag, vec![f.to_path_buf()])),
+        None => config::read(&config::ConfigPaths::default()),
+    };
+    let (fragment, files) = read.map_err(|e| e.to_string())?;
+    let settings =
+        config::Settings::from_fragment(fragment.merge(flags)).map_err(|e| e.to_string())?;
+    Ok((settings, files))
 }
 
 /// Logs go to stderr without timestamps under systemd (journald adds them).
@@ -228,8 +310,17 @@ pub fn init_logging(verbose: u8) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.init();
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder
+            .with_ansi(colour(terminal, std::env::var_os("NO_COLOR")))
+            .init();
     }
+}
+
+/// Colour only for a person at a terminal, and never when `NO_COLOR` is set
+/// to anything non-empty (no-color.org); pipes and files get plain text.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -262,5 +353,50 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Help text written as prose must still state the defaults that apply.
+    #[test]
+    fn help_states_the_defaults() {
+        let mut cli = Cli::command();
+        let mut help = |sub: &str| {
+            cli.find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("no subcommand {sub}"))
+                .render_long_help()
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pin = help("pin");
+        for want in [
+            config::DEFAULT_MANIFEST_DIR,
+            config::DEFAULT_BACKUP_DIR,
+            config::DEFAULT_CONFIG_FILE,
+            config::DEFAULT_KUBELET_ROOT_DIR,
+            config::DEFAULT_CERTS_DIRS[0],
+            config::DEFAULT_CERTS_DIRS[1],
+            "[default: 30s]",
+            "[default: 10s]",
+            "[default: 5m]",
+            "[default: 25s]",
+            "1 to 256 [default: 8]",
+        ] {
+            assert!(pin.contains(want), "pin --help lacks {want:?}:\n{pin}");
+        }
+        assert!(help("check-config").contains(config::DEFAULT_CONFIG_FILE));
+        let rollback = help("rollback");
+        assert!(rollback.contains(config::DEFAULT_BACKUP_DIR), "{rollback}");
+        assert_eq!(show(config::DEFAULT_TIMEOUT), "30s");
+        assert_eq!(show(config::DEFAULT_HEALTH_TIMEOUT), "5m");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("".into())));
     }
 }

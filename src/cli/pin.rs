@@ -15,36 +15,28 @@ use crate::registry::HttpResolver;
 /// The run lock, for subcommands that write.
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {
-    /// Lock file held while writing, so one staticpin writes at a time
-    /// [default: /run/staticpin/lock]. Config: lockFile.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = super::path_flag, help = format!(
+        "Lock file held while writing, so one staticpin writes at a time [default: {}]. Config: lockFile",
+        config::DEFAULT_LOCK_FILE
+    ))]
     pub lock_file: Option<PathBuf>,
 
-    /// Seconds to wait for another staticpin's lock before giving up.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-    pub lock_timeout: f64,
-}
-
-/// Longest wait any duration flag here accepts.
-const MAX_SECS: f64 = 86_400.0;
-
-/// Seconds from a flag, finite and between 0 and a day.
-pub(crate) fn seconds(name: &str, v: f64) -> Result<Duration, String> {
-    if (0.0..=MAX_SECS).contains(&v) {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!(
-            "--{name} must be a number of seconds from 0 to {MAX_SECS}, got {v}"
-        ))
-    }
+    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse_delay, help = format!(
+        "Time to wait for another staticpin's lock before giving up [default: {}]",
+        super::show(pass::lock::DEFAULT_LOCK_TIMEOUT)
+    ))]
+    pub lock_timeout: Option<Duration>,
 }
 
 impl LockArgs {
-    pub fn settings(&self, cfg: &config::Settings) -> Result<LockSettings, String> {
-        Ok(LockSettings {
+    /// The lock file from the flag over the config, and the wait bound.
+    pub fn settings(&self, cfg: &config::Settings) -> LockSettings {
+        LockSettings {
             path: self.lock_file.clone().unwrap_or(cfg.lock_file.clone()),
-            timeout: seconds("lock-timeout", self.lock_timeout)?,
-        })
+            timeout: self
+                .lock_timeout
+                .unwrap_or(pass::lock::DEFAULT_LOCK_TIMEOUT),
+        }
     }
 }
 
@@ -70,7 +62,7 @@ pub struct PinArgs {
 
     /// Where originals are saved before the first change in a run
     /// [default: /var/lib/staticpin/backups]. Never inside the manifest directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::path_flag)]
     pub backup_dir: Option<PathBuf>,
 
     /// Report format.
@@ -112,23 +104,29 @@ pub struct PinArgs {
     #[arg(long, value_name = "FILE", help_heading = "Health gate")]
     pub health_ca: Option<PathBuf>,
 
-    /// Seconds to wait for healthy before rolling back.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 300.0,
-        help_heading = "Health gate"
+        value_name = "DURATION",
+        value_parser = config::duration::parse,
+        help_heading = "Health gate",
+        help = format!(
+            "Time to wait for healthy before rolling back [default: {}]",
+            super::show(config::DEFAULT_HEALTH_TIMEOUT)
+        )
     )]
-    pub health_timeout: f64,
+    pub health_timeout: Option<Duration>,
 
-    /// Seconds to let kubelet pick up the change before probing (its relist period is 20 s).
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 25.0,
-        help_heading = "Health gate"
+        value_name = "DURATION",
+        value_parser = config::duration::parse_delay,
+        help_heading = "Health gate",
+        help = format!(
+            "Time for kubelet to notice the change before probing (it relists every 20s) [default: {}]",
+            super::show(config::DEFAULT_HEALTH_SETTLE)
+        )
     )]
-    pub health_settle: f64,
+    pub health_settle: Option<Duration>,
 
     /// Manifest files or directories [default: the configured manifestDir].
     #[arg(value_name = "PATH")]
@@ -136,7 +134,11 @@ pub struct PinArgs {
 }
 
 pub async fn run(args: PinArgs) -> u8 {
-    let cfg = match args.registry.load_config() {
+    // Flags that override config keys are validated with them.
+    let mut flags = config::Fragment::default();
+    flags.backup_dir = args.backup_dir.clone();
+    flags.digest_only = args.digest_only.then_some(true);
+    let cfg = match args.registry.load_config_with(flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -164,7 +166,7 @@ pub async fn run(args: PinArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let store = BackupStore::new(args.backup_dir.clone().unwrap_or(cfg.backup_dir.clone()));
+    let store = BackupStore::new(cfg.backup_dir.clone());
     let options = pass::Options {
         concurrency: settings.concurrency,
         ..options
@@ -195,16 +197,14 @@ fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::O
         req.force = args.force;
         req
     });
-    let health = if args.wait_healthy {
-        Some(pass::HealthGate {
-            url: args.health_url.clone(),
-            ca: args.health_ca.clone(),
-            timeout: seconds("health-timeout", args.health_timeout)?,
-            settle: seconds("health-settle", args.health_settle)?,
-        })
-    } else {
-        None
-    };
+    let health = args.wait_healthy.then(|| pass::HealthGate {
+        url: args.health_url.clone(),
+        ca: args.health_ca.clone(),
+        timeout: args
+            .health_timeout
+            .unwrap_or(config::DEFAULT_HEALTH_TIMEOUT),
+        settle: args.health_settle.unwrap_or(config::DEFAULT_HEALTH_SETTLE),
+    });
     // A typo in --health-url or --health-ca must fail before any write, not
     // surface as a rollback after the apiserver restarted.
     if let Some(gate) = &health {
@@ -220,11 +220,11 @@ fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::O
     }
     Ok(pass::Options {
         mode,
-        digest_only: args.digest_only || cfg.digest_only,
+        digest_only: cfg.digest_only,
         concurrency: cfg.concurrency,
         admission,
         health,
-        lock: args.lock.settings(cfg)?,
+        lock: args.lock.settings(cfg),
         keep_backups: cfg.keep_backups as usize,
     })
 }

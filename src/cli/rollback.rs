@@ -13,9 +13,8 @@ use crate::pass::RunLock;
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Config file [default: /etc/staticpin/config.yaml plus config.d].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::ConfigFlag,
 
     /// Where runs were recorded [default: /var/lib/staticpin/backups].
     #[arg(long, value_name = "DIR")]
@@ -43,7 +42,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: RollbackArgs) -> u8 {
-    let cfg = match load_config(args.config.as_deref()).map(|(c, _)| c) {
+    let cfg = match load_config(args.config.file.as_deref()).map(|(c, _)| c) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -57,10 +56,7 @@ pub fn run(args: RollbackArgs) -> u8 {
             Err(e) => fail(e),
         };
     }
-    let lock = match args.lock.settings(&cfg) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
+    let lock = args.lock.settings(&cfg);
     let _lock = match RunLock::acquire_blocking(&lock) {
         Ok(l) => l,
         Err(e) => return fail(e),

@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_LOCK_FILE: &str = "/run/staticpin/lock";
+pub use crate::config::DEFAULT_LOCK_FILE;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 

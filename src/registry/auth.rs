@@ -229,6 +229,8 @@ impl TokenCache {
             }
         }
         let (token, lifetime) = fetch().await?;
+        // The token server chooses `expires_in`; a day bounds the Instant arithmetic.
+        let lifetime = lifetime.min(crate::config::duration::MAX);
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         if let Some(until) = Instant::now().checked_add(lifetime - margin) {
             *slot = Some((token.clone(), until));
@@ -329,6 +331,26 @@ mod tests {
         fn token_response_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse_token_response(&bytes);
         }
+    }
+
+    #[test]
+    fn a_token_lifetime_beyond_the_clock_is_no_panic() {
+        let body = format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX);
+        let (_, life) = parse_token_response(body.as_bytes()).unwrap();
+        let cache = TokenCache::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let k = || TokenCache::key("r", "s", "scope", None);
+        rt.block_on(async {
+            for _ in 0..2 {
+                cache
+                    .get_or_fetch(k(), || async move { Ok((Secret::new("t"), life)) })
+                    .await
+                    .unwrap();
+            }
+        });
     }
 
     #[test]

@@ -22,6 +22,7 @@ use futures_util::stream::{self, StreamExt};
 
 pub use client::HttpResolver;
 
+use crate::config;
 use crate::credentials::Keyring;
 use crate::reference::{Digest, ImageRef};
 
@@ -168,20 +169,22 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The config file's defaults, so a run without one (and `--check`)
+    /// cannot drift from a run with one.
     fn default() -> Self {
         Settings {
             keyring: Keyring::default(),
-            certs_dirs: vec![
-                PathBuf::from("/etc/containerd/certs.d"),
-                PathBuf::from("/etc/docker/certs.d"),
-            ],
+            certs_dirs: config::DEFAULT_CERTS_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             insecure_registries: Vec::new(),
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            max_retries: 3,
+            connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: config::DEFAULT_TIMEOUT,
+            max_retries: config::DEFAULT_RETRIES,
             max_retry_after: Duration::from_secs(30),
-            concurrency: 8,
-            deadline: Duration::from_secs(300),
+            concurrency: config::DEFAULT_CONCURRENCY,
+            deadline: config::DEFAULT_DEADLINE,
         }
     }
 }

@@ -1,6 +1,10 @@
-//! Running the `staticpin` binary in isolation: a private HOME, cwd,
-//! kubelet root and certs directory per test, so no docker config or CA of
-//! the machine running the tests is ever used, and its output captured.
+//! Running the `staticpin` binary in isolation, with its output captured.
+//!
+//! Every run gets a cleared environment (only a private `HOME`), a private
+//! cwd, and an explicit `--config` whose file names the sandbox's own
+//! kubelet root, certs directory, backup directory and manifest directory.
+//! So nothing of the machine running the tests is read: not
+//! `/etc/staticpin`, not a docker config, not a CA, not `NO_COLOR`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,10 +71,30 @@ impl Sandbox {
             .prefix("staticpin-test-")
             .tempdir()
             .unwrap();
-        for d in ["home", "cwd", "kubelet", "certs"] {
+        for d in ["home", "cwd", "kubelet", "certs", "backups", "manifests"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        Sandbox { dir }
+        let sb = Sandbox { dir };
+        sb.write_config("");
+        sb
+    }
+
+    /// The file every run passes as `--config`.
+    pub fn config_file(&self) -> PathBuf {
+        self.path("config.yaml")
+    }
+
+    /// Replaces the config file with the sandbox's paths plus `extra` (more
+    /// top-level keys; they must not repeat the four path keys).
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "manifestDir: {}\nbackupDir: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
+            self.path("manifests").display(),
+            self.path("backups").display(),
+            self.path("kubelet").display(),
+            self.certs().display(),
+        );
+        std::fs::write(self.config_file(), text).unwrap();
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -101,14 +125,13 @@ impl Sandbox {
         p.to_str().unwrap().to_string()
     }
 
+    /// The binary with a cleared environment, the private HOME and cwd, and
+    /// no arguments yet.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
         cmd.current_dir(self.path("cwd"))
-            .env("HOME", self.path("home"))
-            .env_remove("STATICPIN_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("DOCKER_CONFIG");
+            .env_clear()
+            .env("HOME", self.path("home"));
         cmd
     }
 
@@ -124,25 +147,35 @@ impl Sandbox {
         }
     }
 
-    /// `staticpin resolve --kubelet-root-dir … --certs-dir … ARGS…`
-    pub fn resolve(&self, args: &[&str]) -> Out {
-        self.resolve_env(&[], args)
+    /// `staticpin SUBCOMMAND --config <sandbox config> ARGS…`, for the
+    /// subcommands that read the config (`resolve`, `pin`, `rollback`, `doctor`).
+    pub fn run(&self, subcommand: &str, args: &[&str]) -> Out {
+        self.run_env(&[], subcommand, args)
     }
 
-    /// `resolve` with extra environment variables.
-    pub fn resolve_env(&self, env: &[(&str, &str)], args: &[&str]) -> Out {
+    /// [`run`](Self::run) with extra environment variables.
+    pub fn run_env(&self, env: &[(&str, &str)], subcommand: &str, args: &[&str]) -> Out {
         let mut cmd = self.command();
         cmd.envs(env.iter().copied())
-            .arg("resolve")
-            .arg("--kubelet-root-dir")
-            .arg(self.path("kubelet"))
-            .arg("--certs-dir")
-            .arg(self.certs())
+            .arg(subcommand)
+            .arg("--config")
+            .arg(self.config_file())
             .args(args);
         self.exec(cmd)
     }
 
-    /// `staticpin ARGS…` as given.
+    /// `staticpin resolve --config <sandbox config> ARGS…`
+    pub fn resolve(&self, args: &[&str]) -> Out {
+        self.run("resolve", args)
+    }
+
+    /// `resolve` with extra environment variables.
+    pub fn resolve_env(&self, env: &[(&str, &str)], args: &[&str]) -> Out {
+        self.run_env(env, "resolve", args)
+    }
+
+    /// `staticpin ARGS…` as given, still with the cleared environment: for
+    /// `--help`, `--version` and `check-config FILE`, which take no `--config`.
     pub fn raw(&self, args: &[&str]) -> Out {
         let mut cmd = self.command();
         cmd.args(args);

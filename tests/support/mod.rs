@@ -13,9 +13,14 @@
 //! - `fault.rs`     — scripted HTTP server for timeouts, resets and odd answers.
 //!
 //! Needs on PATH: `docker-registry`, `skopeo`, `openssl`, `htpasswd`, `tar`
-//! (Debian: docker-registry skopeo openssl apache2-utils tar). Everything binds
-//! to 127.0.0.1 only. Dependencies: std, sha2 0.10, serde_json 1, base64 0.22,
-//! tempfile 3.
+//! (Debian: docker-registry skopeo openssl apache2-utils tar); Python tools
+//! (`kubernetes-validate`, PyYAML) come from the venv `.ci/deps` creates, via
+//! [`venv_bin`]. Everything binds to 127.0.0.1 only. Dependencies: std,
+//! sha2 0.10, serde_json 1, base64 0.22, tempfile 3.
+//!
+//! Tests over the shared real-manifest corpus (kept outside the project) find
+//! it through [`shared_corpus`]: they run when it is there, print a visible
+//! skip line when it is not, and fail without it when `CI` is set.
 #![allow(dead_code, unused_imports)]
 
 pub mod apiserver;
@@ -42,8 +47,9 @@ pub use pki::Pki;
 pub use registry::{AccessEntry, Registry, RegistryAuth, RegistryOptions};
 pub use token::{TokenIssuer, TokenIssuerInfo, TokenRequest, TokenResponseStyle};
 
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,4 +111,49 @@ pub fn have_tool(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
+}
+
+/// `bin/<tool>` of the Python virtual environment with the test tools
+/// (`kubernetes-validate`, `python3` with PyYAML): `$STATICPIN_VENV` if set,
+/// else `<crate>/target/venv`, which `.ci/deps` creates. Panics, saying how
+/// to get it, when the tool is not there: a missing oracle is not a pass.
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("STATICPIN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv"));
+    let bin = venv.join("bin").join(tool);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `bash .ci/deps` (it creates target/venv), or point STATICPIN_VENV at a venv that has it",
+        bin.display()
+    );
+    bin
+}
+
+/// `<shared>/<rel>`, where `<shared>` is `$STATICPIN_SHARED` if set, else
+/// `shared/` beside the clone (`<crate>/../shared`), where CI lays it.
+///
+/// `None` when it is absent: the project's own tests must pass on a clone
+/// alone. The skip is printed past the test harness's output capture, so
+/// `cargo test` shows it. With `CI` set, absence fails the test instead.
+pub fn shared_corpus(rel: &str, test: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("STATICPIN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let dir = root.join(rel);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+        "{test}: the shared corpus {} is required when CI is set",
+        dir.display()
+    );
+    // Straight to the process's stderr: libtest captures only the print macros.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: shared corpus {} not found (set STATICPIN_SHARED to its location)",
+        dir.display()
+    );
+    None
 }

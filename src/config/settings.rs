@@ -1,0 +1,248 @@
+//! Validated settings: every default defined once, every value checked once,
+//! whether it came from a file, a drop-in or a flag.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{duration, ConfigError, Fragment};
+
+/// kubelet's `staticPodPath` on kubeadm nodes.
+pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
+/// Outside the manifest directory, so kubelet never runs a backup.
+pub const DEFAULT_BACKUP_DIR: &str = "/var/lib/staticpin/backups";
+/// Backup runs kept; older ones are pruned.
+pub const DEFAULT_KEEP_BACKUPS: u32 = 20;
+/// kubelet's `--root-dir`, whose `config.json` kubelet searches first.
+pub const DEFAULT_KUBELET_ROOT_DIR: &str = "/var/lib/kubelet";
+/// Where containerd and then docker look for per-registry CAs and hosts.toml.
+pub const DEFAULT_CERTS_DIRS: [&str; 2] = ["/etc/containerd/certs.d", "/etc/docker/certs.d"];
+/// One whole registry request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Establishing one connection to a registry.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole run's registry traffic; later answers count as timeouts.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+/// The run lock every writing run takes; under systemd's RuntimeDirectory.
+pub const DEFAULT_LOCK_FILE: &str = "/run/staticpin/lock";
+/// Retries after the first attempt, on 429, 5xx and connection failures.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Registry requests in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// How long the health gate waits for kube-apiserver to answer healthy.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the health gate lets kubelet notice a changed manifest before
+/// probing; kubelet relists every 20 s.
+pub const DEFAULT_HEALTH_SETTLE: Duration = Duration::from_secs(25);
+
+/// The highest `concurrency` accepted; more would only get staticpin
+/// rate-limited by registries that a handful of static pods never need.
+pub const MAX_CONCURRENCY: u64 = 256;
+
+/// Fully defaulted, validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// kubelet's static pod directory: what `pin` and `doctor` read by default.
+    pub manifest_dir: PathBuf,
+    /// Where originals are saved before a change; never `manifest_dir`.
+    pub backup_dir: PathBuf,
+    /// Backup runs kept, at least 1.
+    pub keep_backups: u32,
+    /// `None`: search for a docker config the way kubelet does.
+    pub docker_config: Option<PathBuf>,
+    /// kubelet's `--root-dir`; its `config.json` is searched first.
+    pub kubelet_root_dir: PathBuf,
+    /// containerd/docker certs directories (CAs, client certs, hosts.toml), in order.
+    pub certs_dirs: Vec<PathBuf>,
+    /// `host[:port]` entries with TLS verification off and plain HTTP allowed.
+    pub insecure_registries: Vec<String>,
+    /// One whole registry request, within [`duration::MAX`].
+    pub timeout: Duration,
+    /// Establishing one connection, within [`duration::MAX`].
+    pub connect_timeout: Duration,
+    /// The whole run's registry traffic, within [`duration::MAX`].
+    pub deadline: Duration,
+    /// The run lock every writing run takes.
+    pub lock_file: PathBuf,
+    /// Retries after the first attempt, on 429, 5xx and connection failures.
+    pub retries: u32,
+    /// Registry requests in flight at once, 1 to [`MAX_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Write `name@sha256:…` instead of `name:tag@sha256:…`.
+    pub digest_only: bool,
+    /// ImagePolicyWebhook wiring.
+    pub admission: AdmissionSettings,
+}
+
+/// Whether `pin` wires ImagePolicyWebhook into kube-apiserver.yaml (and
+/// `doctor` checks it), and with which AdmissionConfiguration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Whether `pin` wires it.
+    pub enabled: bool,
+    /// Always set when `enabled` is.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            manifest_dir: PathBuf::from(DEFAULT_MANIFEST_DIR),
+            backup_dir: PathBuf::from(DEFAULT_BACKUP_DIR),
+            keep_backups: DEFAULT_KEEP_BACKUPS,
+            docker_config: None,
+            kubelet_root_dir: PathBuf::from(DEFAULT_KUBELET_ROOT_DIR),
+            certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            insecure_registries: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
+            lock_file: PathBuf::from(DEFAULT_LOCK_FILE),
+            retries: DEFAULT_RETRIES,
+            concurrency: DEFAULT_CONCURRENCY,
+            digest_only: false,
+            admission: AdmissionSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Applies defaults to every unset key and validates every set one.
+    pub fn from_fragment(fragment: Fragment) -> Result<Settings, ConfigError> {
+        let invalid = |key: &str, reason: String| {
+            let base = key.split('[').next().unwrap_or(key);
+            ConfigError::Invalid {
+                origin: fragment.origin(base),
+                key: key.to_string(),
+                reason,
+            }
+        };
+        let path = |key: &str, value: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+            match value {
+                Some(p) => check_path(&p)
+                    .map(|()| Some(p))
+                    .map_err(|r| invalid(key, r)),
+                None => Ok(None),
+            }
+        };
+        let timeout = |key: &str, value: Option<Duration>, default: Duration| match value {
+            Some(d) => duration::check_timeout(d).map_err(|r| invalid(key, r)),
+            None => Ok(default),
+        };
+
+        let defaults = Settings::default();
+        let keep_backups = match fragment.keep_backups {
+            Some(0) => return Err(invalid("keepBackups", "must be at least 1, got 0".into())),
+            Some(n) => n,
+            None => defaults.keep_backups,
+        };
+        let concurrency = match fragment.concurrency {
+            Some(n) => check_concurrency(n).map_err(|r| invalid("concurrency", r))?,
+            None => defaults.concurrency,
+        };
+        let certs_dirs = match &fragment.certs_dirs {
+            Some(dirs) => {
+                for (i, d) in dirs.iter().enumerate() {
+                    check_path(d).map_err(|r| invalid(&format!("certsDirs[{i}]"), r))?;
+                }
+                dirs.clone()
+            }
+            None => defaults.certs_dirs,
+        };
+        let insecure_registries = match &fragment.insecure_registries {
+            Some(hosts) => {
+                for (i, h) in hosts.iter().enumerate() {
+                    check_registry_host(h)
+                        .map_err(|r| invalid(&format!("insecureRegistries[{i}]"), r))?;
+                }
+                hosts.clone()
+            }
+            None => defaults.insecure_registries,
+        };
+        let admission = fragment.admission.clone().unwrap_or_default();
+        let manifest_dir =
+            path("manifestDir", fragment.manifest_dir.clone())?.unwrap_or(defaults.manifest_dir);
+        let backup_dir =
+            path("backupDir", fragment.backup_dir.clone())?.unwrap_or(defaults.backup_dir);
+        // kubelet runs every file in its manifest directory (it does not
+        // recurse), so backups there would start as duplicate pods.
+        if backup_dir == manifest_dir {
+            return Err(invalid(
+                "backupDir",
+                format!(
+                    "must not be manifestDir ({}): kubelet would run the backups",
+                    manifest_dir.display()
+                ),
+            ));
+        }
+        let enabled = admission.enabled.unwrap_or(defaults.admission.enabled);
+        let config_file = path("admission.configFile", admission.config_file)?;
+        if enabled && config_file.is_none() {
+            // Blame the file that turned it on: that is where the key is missing.
+            return Err(ConfigError::Invalid {
+                origin: fragment.origin("admission.enabled"),
+                key: "admission.configFile".into(),
+                reason: "must be set when admission.enabled is true".into(),
+            });
+        }
+
+        Ok(Settings {
+            manifest_dir,
+            backup_dir,
+            keep_backups,
+            docker_config: path("dockerConfig", fragment.docker_config.clone())?,
+            kubelet_root_dir: path("kubeletRootDir", fragment.kubelet_root_dir.clone())?
+                .unwrap_or(defaults.kubelet_root_dir),
+            certs_dirs,
+            insecure_registries,
+            timeout: timeout("timeout", fragment.timeout, defaults.timeout)?,
+            connect_timeout: timeout(
+                "connectTimeout",
+                fragment.connect_timeout,
+                defaults.connect_timeout,
+            )?,
+            deadline: timeout("deadline", fragment.deadline, defaults.deadline)?,
+            lock_file: path("lockFile", fragment.lock_file.clone())?.unwrap_or(defaults.lock_file),
+            retries: fragment.retries.unwrap_or(defaults.retries),
+            concurrency,
+            digest_only: fragment.digest_only.unwrap_or(defaults.digest_only),
+            admission: AdmissionSettings {
+                enabled,
+                config_file,
+            },
+        })
+    }
+}
+
+/// Paths must be absolute: the daemon runs with `/` as its working directory
+/// while `check-config` runs from a shell, so a relative path would be checked
+/// against one directory and used against another.
+pub fn check_path(p: &Path) -> Result<(), String> {
+    if p.as_os_str().is_empty() {
+        Err("must not be empty".into())
+    } else if !p.is_absolute() {
+        Err(format!(
+            "must be an absolute path, got {:?}",
+            p.display().to_string()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `concurrency`, 1 to [`MAX_CONCURRENCY`].
+pub fn check_concurrency(n: u64) -> Result<usize, String> {
+    let out_of_range = || format!("must be between 1 and {MAX_CONCURRENCY}, got {n}");
+    if !(1..=MAX_CONCURRENCY).contains(&n) {
+        return Err(out_of_range());
+    }
+    usize::try_from(n).map_err(|_| out_of_range())
+}
+
+/// An `insecureRegistries` entry: `host[:port]` exactly as it appears before
+/// the first `/` of an image reference. The resolver compares entries to that
+/// text, so a scheme or path would never match and would silently leave the
+/// registry secure; the grammar is the image reference's own.
+pub fn check_registry_host(s: &str) -> Result<(), String> {
+    crate::reference::check_host_port(s)
+        .map_err(|why| format!("{s:?} {why}; expected host[:port], e.g. registry.local:5000"))
+}
