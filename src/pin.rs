@@ -258,9 +258,9 @@ fn file_report(path: &Path, outcome: Outcome) -> FileReport {
 
 fn load(path: &Path) -> Result<Loaded, Outcome> {
     let meta = std::fs::metadata(path).map_err(|e| Outcome::Failed(format!("cannot stat: {e}")))?;
-    if meta.len() > MAX_MANIFEST_BYTES {
+    if meta.len() >= MAX_MANIFEST_BYTES {
         return Err(Outcome::Skipped(Skip::error(format!(
-            "{} bytes is over kubelet's 10 MiB manifest limit",
+            "{} bytes is at or over kubelet's 10 MiB manifest limit",
             meta.len()
         ))));
     }
@@ -268,6 +268,9 @@ fn load(path: &Path) -> Result<Loaded, Outcome> {
     let text =
         String::from_utf8(bytes).map_err(|_| Outcome::Skipped(Skip::error("not UTF-8 text")))?;
     let pod = inspect(&text).map_err(Outcome::Skipped)?;
+    for note in &pod.notes {
+        tracing::warn!("{}: {note}", path.display());
+    }
     let mut sites = Vec::new();
     for site in pod.images {
         let r = ImageRef::parse(&site.value)
@@ -367,6 +370,10 @@ fn finish(
         }
     }
     if new_text == l.text {
+        return report;
+    }
+    if let Err(why) = crate::manifest::check_size(new_text.len()) {
+        report.outcome = Outcome::Failed(format!("refusing to write: the result would be {why}"));
         return report;
     }
     report.apiserver_changed = is_apiserver;
