@@ -28,11 +28,13 @@ pub const CONTAINER_FIELDS: [&str; 3] = ["containers", "initContainers", "epheme
 /// other place kubelet pulls images from; its sites use this `field`.
 pub const VOLUMES_FIELD: &str = "volumes";
 
-/// Real Pods nest about a dozen levels; anything far deeper is refused
-/// before recursion on it could exhaust the stack.
+/// Real Pods nest about a dozen levels; anything far deeper is refused, so
+/// that code walking the tree recursively stays far from the stack's end.
 pub const MAX_DEPTH: usize = 64;
 
-const YAML_STR_TAG: &str = "tag:yaml.org,2002:str";
+/// Static pods have no use for aliases beyond a few; many are how YAML
+/// "billion laughs" bombs expand (go-yaml v2 rejects excessive aliasing).
+pub const MAX_ALIASES: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quoting {
@@ -375,7 +377,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, Skip> {
             Some((Event::DocumentStart(_), _)) => {
                 let first =
                     next()?.ok_or_else(|| Skip::error("not valid YAML: truncated document"))?;
-                docs.push(b.build(first, &mut next, 0)?);
+                docs.push(b.build(first, &mut next)?);
                 match next()? {
                     Some((Event::DocumentEnd, _)) => {}
                     _ => return Err(Skip::error("not valid YAML: document does not end")),
@@ -409,91 +411,154 @@ struct Builder<'t> {
     flow_plain: HashSet<usize>,
 }
 
+/// A collection being built: the iterative stand-in for a recursive call,
+/// so hostile nesting can never exhaust the stack.
+enum Open {
+    Seq {
+        items: Vec<Node>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        line: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        seen: HashMap<String, usize>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        line: usize,
+    },
+}
+
 impl Builder<'_> {
+    /// Builds the node that starts with `first`, pulling further events.
     fn build<'a>(
         &mut self,
         first: (Event<'a>, Span),
         next: &mut impl FnMut() -> Result<Option<(Event<'a>, Span)>, Skip>,
-        depth: usize,
     ) -> Result<Node, Skip> {
-        let truncated = || Skip::error("not valid YAML: truncated");
-        let (event, span) = first;
-        let line = span.start.line();
-        if depth > MAX_DEPTH {
-            return Err(Skip::error(format!(
-                "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
-            )));
-        }
-        let (anchor, tag, is_flow) = match &event {
-            Event::Scalar(_, _, a, t) => (*a, t.as_deref(), false),
-            // A flow collection's start event ends at its `[` or `{`; a block
-            // one's is empty or covers only its anchor and tag.
-            Event::SequenceStart(a, t) | Event::MappingStart(a, t) => (
-                *a,
-                t.as_deref(),
-                span.end.index() > span.start.index()
-                    && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{')),
-            ),
-            _ => (0, None, false),
-        };
-        check_tag(tag, &event, line)?;
-        let node = match event {
-            Event::Scalar(v, style, _, _) => {
-                if style == ScalarStyle::Plain && self.flow > 0 {
-                    check_flow_plain(&v, line)?;
-                    self.flow_plain.insert(span.start.index());
+        let mut stack: Vec<Open> = Vec::new();
+        let mut event = Some(first);
+        loop {
+            let (ev, span) = match event.take() {
+                Some(e) => e,
+                None => next()?.ok_or_else(|| Skip::error("not valid YAML: truncated"))?,
+            };
+            let line = span.start.line();
+            let done = match ev {
+                Event::SequenceEnd | Event::MappingEnd => {
+                    let node = match stack.pop() {
+                        Some(Open::Seq {
+                            items,
+                            flow,
+                            anchor,
+                            start,
+                            line,
+                        }) if matches!(ev, Event::SequenceEnd) => {
+                            self.flow -= usize::from(flow);
+                            self.anchor(anchor, start, span, line);
+                            Node::Seq { items, flow }
+                        }
+                        Some(Open::Map {
+                            entries,
+                            key: None,
+                            flow,
+                            anchor,
+                            start,
+                            line,
+                            ..
+                        }) if matches!(ev, Event::MappingEnd) => {
+                            self.flow -= usize::from(flow);
+                            self.anchor(anchor, start, span, line);
+                            Node::Map(entries)
+                        }
+                        _ => {
+                            return Err(Skip::error(
+                                "not valid YAML: unexpected end of a collection",
+                            ))
+                        }
+                    };
+                    node
                 }
-                Node::Scalar {
-                    value: v.into_owned(),
-                    style,
-                    span,
+                Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                    let kind = if matches!(ev, Event::SequenceStart(..)) {
+                        "seq"
+                    } else {
+                        "map"
+                    };
+                    check_tag(tag.as_deref(), kind, line)?;
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(Skip::error(format!(
+                            "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
+                        )));
+                    }
+                    // A flow collection's start event ends at its `[` or `{`;
+                    // a block one's is empty or covers only its anchor and tag.
+                    let flow = span.end.index() > span.start.index()
+                        && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
+                    self.flow += usize::from(flow);
+                    stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                        Open::Seq {
+                            items: Vec::new(),
+                            flow,
+                            anchor,
+                            start: span,
+                            line,
+                        }
+                    } else {
+                        Open::Map {
+                            entries: Vec::new(),
+                            key: None,
+                            seen: HashMap::new(),
+                            flow,
+                            anchor,
+                            start: span,
+                            line,
+                        }
+                    });
+                    continue;
                 }
-            }
-            Event::Alias(id) => {
-                self.aliases.push((id, line));
-                Node::Alias
-            }
-            Event::SequenceStart(..) => {
-                self.flow += usize::from(is_flow);
-                let mut items = Vec::new();
-                let end = loop {
-                    let ev = next()?.ok_or_else(truncated)?;
-                    if matches!(ev.0, Event::SequenceEnd) {
-                        break ev.1;
+                Event::Scalar(v, style, anchor, tag) => {
+                    check_tag(tag.as_deref(), "str", line)?;
+                    if style == ScalarStyle::Plain && self.flow > 0 {
+                        check_flow_plain(&v, line)?;
+                        self.flow_plain.insert(span.start.index());
                     }
-                    items.push(self.build(ev, next, depth + 1)?);
-                };
-                self.flow -= usize::from(is_flow);
-                self.anchor(anchor, span, end, line);
-                return Ok(Node::Seq {
-                    items,
-                    flow: is_flow,
-                });
-            }
-            Event::MappingStart(..) => {
-                self.flow += usize::from(is_flow);
-                let mut entries: Vec<(Node, Node)> = Vec::new();
-                let mut seen: HashMap<String, usize> = HashMap::new();
-                let end = loop {
-                    let ev = next()?.ok_or_else(truncated)?;
-                    if matches!(ev.0, Event::MappingEnd) {
-                        break ev.1;
+                    self.anchor(anchor, span, span, line);
+                    Node::Scalar {
+                        value: v.into_owned(),
+                        style,
+                        span,
                     }
-                    let k = self.build(ev, next, depth + 1)?;
-                    check_key(&k, &mut seen)?;
-                    let v = self.build(next()?.ok_or_else(truncated)?, next, depth + 1)?;
-                    entries.push((k, v));
-                };
-                self.flow -= usize::from(is_flow);
-                self.anchor(anchor, span, end, line);
-                return Ok(Node::Map(entries));
+                }
+                Event::Alias(id) => {
+                    self.aliases.push((id, line));
+                    if self.aliases.len() > MAX_ALIASES {
+                        return Err(Skip::error(format!(
+                            "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
+                        )));
+                    }
+                    Node::Alias
+                }
+                _ => return Err(Skip::error("not valid YAML: unexpected event")),
+            };
+            // Hand the finished node to its parent, or return it.
+            match stack.last_mut() {
+                None => return Ok(done),
+                Some(Open::Seq { items, .. }) => items.push(done),
+                Some(Open::Map {
+                    entries, key, seen, ..
+                }) => match key.take() {
+                    None => {
+                        check_key(&done, seen)?;
+                        *key = Some(done);
+                    }
+                    Some(k) => entries.push((k, done)),
+                },
             }
-            _ => return Err(Skip::error("not valid YAML: unexpected event")),
-        };
-        if let Node::Scalar { span, .. } = &node {
-            self.anchor(anchor, *span, *span, line);
         }
-        Ok(node)
     }
 
     fn anchor(&mut self, id: usize, start: Span, end: Span, line: usize) {
@@ -564,22 +629,15 @@ fn check_key(k: &Node, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
 
 /// Only `!!str` (on scalars) and the standard `!!map`/`!!seq` tags are read
 /// the same way by both parsers; go-yaml decodes `!!binary`, for example.
-fn check_tag(tag: Option<&Tag>, event: &Event<'_>, line: usize) -> Result<(), Skip> {
+fn check_tag(tag: Option<&Tag>, kind: &str, line: usize) -> Result<(), Skip> {
     let Some(tag) = tag else { return Ok(()) };
     let full = format!("{}{}", tag.handle, tag.suffix);
-    let ok = match event {
-        Event::Scalar(..) => full == YAML_STR_TAG,
-        Event::SequenceStart(..) => full == "tag:yaml.org,2002:seq",
-        Event::MappingStart(..) => full == "tag:yaml.org,2002:map",
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Skip::error(format!(
-            "YAML tag `{full}` on line {line}: staticpin reads only !!str tags, so it will not read this file"
-        )))
+    if full.strip_prefix("tag:yaml.org,2002:") == Some(kind) {
+        return Ok(());
     }
+    Err(Skip::error(format!(
+        "YAML tag `{full}` on line {line}: staticpin reads only !!str tags, so it will not read this file"
+    )))
 }
 
 /// go-yaml v2 rejects `x:y` inside a plain scalar in a flow collection
