@@ -66,9 +66,12 @@ def view(text):
 print(json.dumps([view(t) for t in json.load(sys.stdin)]))
 "#;
 
+/// `(path, value)` of each image, as a reader sees it.
+type Sites = Vec<(String, String)>;
+
 /// What PyYAML sees in each text: `Ok([(path, value)])` or `Err(message)`.
 /// Non-string values come back as `!type repr`.
-fn oracle(texts: &[String]) -> Option<Vec<Result<Vec<(String, String)>, String>>> {
+fn oracle(texts: &[String]) -> Option<Vec<Result<Sites, String>>> {
     let py = venv_python()?;
     let mut child = Command::new(py)
         .args(["-c", ORACLE])
@@ -103,7 +106,7 @@ fn oracle(texts: &[String]) -> Option<Vec<Result<Vec<(String, String)>, String>>
     )
 }
 
-fn oracle1(text: &str) -> Option<Result<Vec<(String, String)>, String>> {
+fn oracle1(text: &str) -> Option<Result<Sites, String>> {
     oracle(&[text.to_string()]).map(|mut v| v.remove(0))
 }
 
@@ -249,9 +252,7 @@ fn duplicate_keys_are_refused_in_yaml_and_json() {
 
 #[test]
 fn merge_keys_are_refused() {
-    let text = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nx-base: &base\n  image: reg.example/app:1\nspec:\n  containers:\n  - name: a\n    <<: *base\n"
-    );
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nx-base: &base\n  image: reg.example/app:1\nspec:\n  containers:\n  - name: a\n    <<: *base\n".to_string();
     oracle_sees(&text, &[("spec.containers[0].image", "reg.example/app:1")]);
     refused(&text, &["merge key", "line 10"]);
     // go-yaml v2 lets the merged value override a key written before `<<`.
@@ -432,9 +433,7 @@ fn aliases_on_images_get_a_clear_refusal() {
     );
     refused(&text, &["anchor", "aliased on line 10"]);
     // A whole container reused: kubelet pulls its image twice over.
-    let text = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  initContainers:\n  - &c\n    name: a\n    image: reg.example/app:1\n  containers:\n  - *c\n"
-    );
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  initContainers:\n  - &c\n    name: a\n    image: reg.example/app:1\n  containers:\n  - *c\n".to_string();
     oracle_sees(
         &text,
         &[

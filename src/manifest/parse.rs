@@ -448,40 +448,37 @@ impl Builder<'_> {
             };
             let line = span.start.line();
             let done = match ev {
-                Event::SequenceEnd | Event::MappingEnd => {
-                    let node = match stack.pop() {
-                        Some(Open::Seq {
-                            items,
-                            flow,
-                            anchor,
-                            start,
-                            line,
-                        }) if matches!(ev, Event::SequenceEnd) => {
-                            self.flow -= usize::from(flow);
-                            self.anchor(anchor, start, span, line);
-                            Node::Seq { items, flow }
-                        }
-                        Some(Open::Map {
-                            entries,
-                            key: None,
-                            flow,
-                            anchor,
-                            start,
-                            line,
-                            ..
-                        }) if matches!(ev, Event::MappingEnd) => {
-                            self.flow -= usize::from(flow);
-                            self.anchor(anchor, start, span, line);
-                            Node::Map(entries)
-                        }
-                        _ => {
-                            return Err(Skip::error(
-                                "not valid YAML: unexpected end of a collection",
-                            ))
-                        }
-                    };
-                    node
-                }
+                Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                    Some(Open::Seq {
+                        items,
+                        flow,
+                        anchor,
+                        start,
+                        line,
+                    }) if matches!(ev, Event::SequenceEnd) => {
+                        self.flow -= usize::from(flow);
+                        self.anchor(anchor, start, span, line);
+                        Node::Seq { items, flow }
+                    }
+                    Some(Open::Map {
+                        entries,
+                        key: None,
+                        flow,
+                        anchor,
+                        start,
+                        line,
+                        ..
+                    }) if matches!(ev, Event::MappingEnd) => {
+                        self.flow -= usize::from(flow);
+                        self.anchor(anchor, start, span, line);
+                        Node::Map(entries)
+                    }
+                    _ => {
+                        return Err(Skip::error(
+                            "not valid YAML: unexpected end of a collection",
+                        ))
+                    }
+                },
                 Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                     let kind = if matches!(ev, Event::SequenceStart(..)) {
                         "seq"
