@@ -346,6 +346,11 @@ fn finish(
     let mut new_text = l.text.clone();
     if !edits.is_empty() {
         new_text = apply(&l.text, &edits);
+        if let Err(why) = crate::manifest::check_size(new_text.len()) {
+            report.outcome =
+                Outcome::Failed(format!("refusing to write: the result would be {why}"));
+            return report;
+        }
         if let Err(why) = verify(&l.text, &new_text, &edits) {
             report.outcome = Outcome::Failed(format!(
                 "refusing to write: the rewrite did not verify ({why}); this is a staticpin bug, please report it"

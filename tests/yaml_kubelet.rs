@@ -775,3 +775,124 @@ mod cli {
         );
     }
 }
+
+/// The whole pinning pass (fake resolver), for what only the pass decides.
+mod pass {
+    use staticpin::backup::BackupStore;
+    use staticpin::manifest::MAX_MANIFEST_BYTES;
+    use staticpin::pin::{self, Mode, Outcome};
+    use staticpin::reference::{Digest, ImageRef};
+    use staticpin::registry::{Resolution, ResolveError, Resolver};
+
+    struct Fake;
+
+    impl Resolver for Fake {
+        async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+            Ok(Resolution {
+                digest: Digest::sha256_of(image.normalized().as_bytes()),
+                media_type: None,
+            })
+        }
+    }
+
+    fn run(text: &str, mode: Mode) -> (pin::FileReport, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let file = dir.path().join("m/pod.yaml");
+        std::fs::write(&file, text).unwrap();
+        let store = BackupStore::new(dir.path().join("backups"));
+        let options = pin::Options {
+            mode,
+            digest_only: false,
+            concurrency: 2,
+            admission: None,
+            health: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut report = rt.block_on(pin::run(
+            std::slice::from_ref(&file),
+            &options,
+            &Fake,
+            Some(&store),
+        ));
+        (
+            report.files.remove(0),
+            std::fs::read_to_string(&file).unwrap(),
+        )
+    }
+
+    fn padded(total: usize) -> String {
+        let mut t = super::pod("  - name: a\n    image: reg.example/app:1\n");
+        t.push('#');
+        t.push_str(&"x".repeat(total - t.len() - 1));
+        t.push('\n');
+        t
+    }
+
+    #[test]
+    fn a_result_of_10_mib_or_more_is_never_written() {
+        let max = MAX_MANIFEST_BYTES as usize;
+        // Fits now, but not with 72 more bytes.
+        let text = padded(max - 72);
+        let (r, after) = run(&text, Mode::Apply);
+        match &r.outcome {
+            Outcome::Failed(why) => {
+                assert!(why.contains("10 MiB") && !why.contains("bug"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(after == text, "file changed");
+        // One byte less and the result is the largest file kubelet reads.
+        let text = padded(max - 73);
+        let (r, after) = run(&text, Mode::Apply);
+        assert_eq!(r.outcome, Outcome::Pinned(1));
+        assert_eq!(after.len(), max - 1);
+        // Exactly 10 MiB is already too big to read.
+        let text = padded(max);
+        let (r, after) = run(&text, Mode::Check);
+        assert!(
+            matches!(&r.outcome, Outcome::Skipped(s) if s.is_error && s.reason.contains("10 MiB")),
+            "{:?}",
+            r.outcome
+        );
+        assert!(after == text);
+    }
+
+    #[test]
+    fn image_volumes_are_pinned_and_counted() {
+        let text = format!(
+            "{}  volumes:\n  - name: data\n    image:\n      reference: reg.example/data:1\n",
+            super::pod(&format!("  - name: a\n    image: {}\n", super::PINNED))
+        );
+        let (r, _) = run(&text, Mode::Check);
+        assert_eq!(r.outcome, Outcome::Unpinned(1));
+        assert_eq!(r.images[0].image, "reg.example/data:1");
+        assert_eq!(r.images[0].line, 12);
+        let (r, after) = run(&text, Mode::Apply);
+        assert_eq!(r.outcome, Outcome::Pinned(1));
+        assert!(
+            after.contains("reference: reg.example/data:1@sha256:"),
+            "{after}"
+        );
+        super::agrees(&after);
+    }
+
+    #[test]
+    fn a_second_document_is_left_alone_and_the_first_pinned() {
+        let second = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers: [{name: b, image: 'reg.example/b:1'}]\n";
+        let text = format!(
+            "{}{second}",
+            super::pod("  - name: a\n    image: reg.example/app:1\n")
+        );
+        let (r, after) = run(&text, Mode::Apply);
+        assert_eq!(r.outcome, Outcome::Pinned(1));
+        assert!(after.ends_with(second), "{after}");
+        assert!(
+            after.contains("image: reg.example/app:1@sha256:"),
+            "{after}"
+        );
+    }
+}

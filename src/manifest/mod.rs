@@ -29,8 +29,10 @@ pub fn check_size(len: usize) -> Result<(), String> {
 }
 
 /// Why a file was left alone. `is_error` decides whether it fails the run:
-/// a subdirectory or a Deployment in a CI folder is fine to pass over, a
-/// truncated or multi-document manifest is something kubelet would reject.
+/// a subdirectory or a Deployment in a CI folder is fine to pass over; a
+/// truncated manifest is something kubelet would reject, and one kubelet may
+/// read differently from staticpin (duplicate keys, merge keys, …) must not
+/// be reported as pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skip {
     pub reason: String,
