@@ -238,6 +238,13 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
         }
         let (quoting, inner) =
             locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
+        if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
+            // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
+            // do not agree on every escape.
+            return Err(site_err(
+                "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
+            ));
+        }
         images.push(ImageSite {
             field: w.field,
             index: w.index,
@@ -369,6 +376,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, Skip> {
         aliases: Vec::new(),
         flow: 0,
         flow_plain: HashSet::new(),
+        str_tagged: HashSet::new(),
     };
     let mut docs = Vec::new();
     loop {
@@ -409,6 +417,8 @@ struct Builder<'t> {
     /// How many flow collections (`[`, `{`) enclose the current node.
     flow: usize,
     flow_plain: HashSet<usize>,
+    /// Start (in chars) of every scalar tagged `!!str` (so never resolved).
+    str_tagged: HashSet<usize>,
 }
 
 /// A collection being built: the iterative stand-in for a recursive call,
@@ -519,6 +529,9 @@ impl Builder<'_> {
                 }
                 Event::Scalar(v, style, anchor, tag) => {
                     check_tag(tag.as_deref(), "str", line)?;
+                    if tag.is_some() {
+                        self.str_tagged.insert(span.start.index());
+                    }
                     if style == ScalarStyle::Plain && self.flow > 0 {
                         check_flow_plain(&v, line)?;
                         self.flow_plain.insert(span.start.index());
@@ -549,7 +562,8 @@ impl Builder<'_> {
                     entries, key, seen, ..
                 }) => match key.take() {
                     None => {
-                        check_key(&done, seen)?;
+                        let tagged = matches!(&done, Node::Scalar { span, .. } if self.str_tagged.contains(&span.start.index()));
+                        check_key(&done, tagged, seen)?;
                         *key = Some(done);
                     }
                     Some(k) => entries.push((k, done)),
@@ -599,16 +613,22 @@ impl<'t> CharCursor<'t> {
 /// Duplicate keys (go-yaml keeps the last, silently), merge keys (go-yaml
 /// applies them, in an order no other reader shares) and keys that are not
 /// scalars (kubelet's JSON conversion rejects them) are all refused.
-fn check_key(k: &Node, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
+fn check_key(k: &Node, tagged: bool, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
     match k {
-        Node::Scalar { value, span, .. } => {
+        Node::Scalar { value, span, style } => {
             let line = span.start.line();
             if value == "<<" {
                 return Err(Skip::error(format!(
                     "merge key `<<` on line {line}: kubelet's YAML reader merges it in, staticpin does not apply merge keys, so it will not read this file"
                 )));
             }
-            if let Some(first) = seen.insert(value.clone(), line) {
+            let key =
+                json_key(value, *style == ScalarStyle::Plain && !tagged).ok_or_else(|| {
+                    Skip::error(format!(
+                        "null mapping key on line {line}: kubelet cannot convert it to JSON"
+                    ))
+                })?;
+            if let Some(first) = seen.insert(key, line) {
                 return Err(Skip::error(format!(
                     "duplicate key {value:?} on line {line} (first on line {first}): kubelet's YAML reader silently keeps the last one, so staticpin will not read this file"
                 )));
@@ -622,6 +642,54 @@ fn check_key(k: &Node, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
             "a mapping key is a list or mapping; kubelet cannot convert that to JSON",
         )),
     }
+}
+
+/// The JSON object key kubelet's YAML-to-JSON step makes of a mapping key
+/// (`yes` and `true` both become `"true"`, `0x10` and `16` both `"16"`);
+/// `None` for a null key, which it rejects.
+fn json_key(value: &str, resolvable: bool) -> Option<String> {
+    if !resolvable {
+        return Some(value.to_string());
+    }
+    Some(match yaml11_non_string(value) {
+        Some("null") => return None,
+        Some("a boolean") => {
+            let yes = [
+                "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE",
+            ];
+            (if yes.contains(&value) {
+                "true"
+            } else {
+                "false"
+            })
+            .to_string()
+        }
+        Some("an integer") => {
+            go_int_value(value).map_or_else(|| value.to_string(), |v| v.to_string())
+        }
+        _ => value.to_string(),
+    })
+}
+
+fn go_int_value(s: &str) -> Option<i128> {
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    let (neg, t) = match plain.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, plain.strip_prefix('+').unwrap_or(&plain)),
+    };
+    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (16, h)
+    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        (8, o)
+    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
+        (2, b)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (8, &t[1..])
+    } else {
+        (10, t)
+    };
+    let v = i128::from_str_radix(digits, radix).ok()?;
+    Some(if neg { -v } else { v })
 }
 
 /// Only `!!str` (on scalars) and the standard `!!map`/`!!seq` tags are read
