@@ -472,6 +472,27 @@ fn aliases_on_images_get_a_clear_refusal() {
 }
 
 #[test]
+fn alias_bombs_are_refused() {
+    let mut text = format!(
+        "{}metadata_:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n",
+        pod("  - name: a\n    image: reg.example/app:1\n")
+    );
+    for i in 1..5 {
+        let prev = format!("*l{}", i - 1);
+        text.push_str(&format!(
+            "  l{i}: &l{i} [{}]\n",
+            [prev.as_str(); 10].join(", ")
+        ));
+    }
+    refused(&text, &["aliases", "expand"]);
+    // A few plain aliases are fine.
+    agrees(&format!(
+        "{}  nodeSelector: {{a: &v x, b: *v, c: *v}}\n",
+        pod("  - name: a\n    image: reg.example/app:1\n")
+    ));
+}
+
+#[test]
 fn comments_and_properties_before_a_quoted_value() {
     for text in [
         pod("  - name: a\n    image: &x # it's\n      'reg.example/app:1'\n"),

@@ -36,6 +36,10 @@ pub const MAX_DEPTH: usize = 64;
 /// "billion laughs" bombs expand (go-yaml v2 rejects excessive aliasing).
 pub const MAX_ALIASES: usize = 100;
 
+/// Alias expansions (counted as serde_norway counts its "jumps") allowed in
+/// a document; serde_norway gives up at 100 per event, far above this.
+pub const MAX_ALIAS_EXPANSIONS: u64 = 1000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quoting {
     Plain,
@@ -377,6 +381,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, Skip> {
         flow: 0,
         flow_plain: HashSet::new(),
         str_tagged: HashSet::new(),
+        anchor_jumps: HashMap::new(),
     };
     let mut docs = Vec::new();
     loop {
@@ -419,6 +424,8 @@ struct Builder<'t> {
     flow_plain: HashSet<usize>,
     /// Start (in chars) of every scalar tagged `!!str` (so never resolved).
     str_tagged: HashSet<usize>,
+    /// Anchor id to the alias expansions that expanding it takes.
+    anchor_jumps: HashMap<usize, u64>,
 }
 
 /// A collection being built: the iterative stand-in for a recursive call,
@@ -450,6 +457,12 @@ impl Builder<'_> {
         next: &mut impl FnMut() -> Result<Option<(Event<'a>, Span)>, Skip>,
     ) -> Result<Node, Skip> {
         let mut stack: Vec<Open> = Vec::new();
+        // Alias expansions inside each open collection, and in the whole
+        // document: a reader that expands aliases (serde_norway in `verify`,
+        // go-yaml in kubelet) does this much work, so "billion laughs"
+        // documents are refused here instead of failing there.
+        let mut frame_jumps: Vec<u64> = Vec::new();
+        let mut jumps: u64 = 0;
         let mut event = Some(first);
         loop {
             let (ev, span) = match event.take() {
@@ -468,6 +481,13 @@ impl Builder<'_> {
                     }) if matches!(ev, Event::SequenceEnd) => {
                         self.flow -= usize::from(flow);
                         self.anchor(anchor, start, span, line);
+                        let inner = frame_jumps.pop().unwrap_or(0);
+                        if let Some(outer) = frame_jumps.last_mut() {
+                            *outer = outer.saturating_add(inner);
+                        }
+                        if anchor != 0 {
+                            self.anchor_jumps.insert(anchor, inner);
+                        }
                         Node::Seq { items, flow }
                     }
                     Some(Open::Map {
@@ -481,6 +501,13 @@ impl Builder<'_> {
                     }) if matches!(ev, Event::MappingEnd) => {
                         self.flow -= usize::from(flow);
                         self.anchor(anchor, start, span, line);
+                        let inner = frame_jumps.pop().unwrap_or(0);
+                        if let Some(outer) = frame_jumps.last_mut() {
+                            *outer = outer.saturating_add(inner);
+                        }
+                        if anchor != 0 {
+                            self.anchor_jumps.insert(anchor, inner);
+                        }
                         Node::Map(entries)
                     }
                     _ => {
@@ -506,6 +533,7 @@ impl Builder<'_> {
                     let flow = span.end.index() > span.start.index()
                         && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
                     self.flow += usize::from(flow);
+                    frame_jumps.push(0);
                     stack.push(if matches!(ev, Event::SequenceStart(..)) {
                         Open::Seq {
                             items: Vec::new(),
@@ -545,6 +573,16 @@ impl Builder<'_> {
                 }
                 Event::Alias(id) => {
                     self.aliases.push((id, line));
+                    let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
+                    jumps = jumps.saturating_add(j);
+                    if let Some(f) = frame_jumps.last_mut() {
+                        *f = f.saturating_add(j);
+                    }
+                    if jumps > MAX_ALIAS_EXPANSIONS {
+                        return Err(Skip::error(format!(
+                            "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
+                        )));
+                    }
                     if self.aliases.len() > MAX_ALIASES {
                         return Err(Skip::error(format!(
                             "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
