@@ -205,9 +205,16 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
         .and_then(Node::as_str)
         .map(str::to_string);
     let wanted = image_nodes(root)?;
-    let offsets = byte_offsets(text, wanted.iter().map(|w| w.span.start.index()));
+    // One pass over the text for every position, however many images.
+    let offsets = byte_offsets(
+        text,
+        wanted
+            .iter()
+            .flat_map(|w| [w.span.start.index(), w.span.end.index()]),
+    );
     let mut images = Vec::new();
-    for (w, start) in wanted.into_iter().zip(offsets) {
+    for (w, ends) in wanted.into_iter().zip(offsets.chunks(2)) {
+        let (start, end) = (ends[0], ends[1]);
         let line = w.span.start.line();
         let path = if w.field == VOLUMES_FIELD {
             format!("spec.volumes[{}].image.reference", w.index)
@@ -227,7 +234,6 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
                  staticpin does not pin images inside aliased anchors"
             )));
         }
-        let end = byte_offsets(text, [w.span.end.index()])[0];
         // Scalars may only carry `!!str` tags (see `check_tag`).
         let tagged = text[start..end.max(start)]
             .split_whitespace()
@@ -239,6 +245,9 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
                     w.value
                 )));
             }
+        }
+        if w.value.is_empty() {
+            return Err(site_err("the image value is empty, which kubelet rejects"));
         }
         let (quoting, inner) =
             locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
