@@ -13,6 +13,7 @@ use crate::backup::ImageChange;
 use crate::manifest::parse::{inspect, ImageSite};
 use crate::manifest::splice::{apply, verify, Edit};
 use crate::manifest::{Skip, MAX_MANIFEST_BYTES};
+use crate::policy::{self, Policy, Trust, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Resolution, ResolveError};
 
@@ -106,16 +107,73 @@ impl Plan {
 
 /// `--check`: the images without a digest; no resolver involved.
 pub fn unpinned(l: &Loaded) -> Vec<ImageReport> {
+    flagged(l, &Policy::default())
+}
+
+/// `--check` and `doctor`: the images without a digest or outside the trusted
+/// registries (pinned or not), judged as the webhook would judge the file as
+/// it is. No resolver involved.
+pub fn flagged(l: &Loaded, policy: &Policy) -> Vec<ImageReport> {
     l.sites
         .iter()
-        .filter(|(_, r)| r.digest().is_none())
-        .map(|(s, r)| ImageReport {
-            line: s.line,
-            image: r.original().to_string(),
-            pinned: None,
-            error: None,
+        .map(|(s, r)| report_for(s, r, &policy::evaluate(r, policy)))
+        .filter(|i| !i.had_digest() || i.trusted == Some(false))
+        .collect()
+}
+
+/// An image's report with the policy's say on it. Judged by its name as
+/// written, never the mirror it resolves through.
+fn report_for(site: &ImageSite, image: &ImageRef, verdict: &Verdict) -> ImageReport {
+    let trusted = match verdict.trust {
+        Trust::NoPolicy => None,
+        Trust::Trusted(_) => Some(true),
+        Trust::Untrusted | Trust::Unknown => Some(false),
+    };
+    ImageReport {
+        line: site.line,
+        image: image.original().to_string(),
+        container: site.container.clone(),
+        trusted,
+        policy: (!verdict.findings.is_empty()).then(|| verdict.message()),
+        ..ImageReport::default()
+    }
+}
+
+/// Why `policy` refuses to let `pin` touch this file: one entry per image
+/// `policy.untrusted: deny` rejects, naming its container and line. Empty
+/// when the file may be pinned.
+pub fn refusals(l: &Loaded, policy: &Policy) -> Vec<String> {
+    l.sites
+        .iter()
+        .filter_map(|(site, image)| {
+            let verdict = policy::evaluate_registry(image, policy);
+            (!verdict.allowed()).then(|| {
+                format!(
+                    "container {} (line {}): {}",
+                    site.container.as_deref().unwrap_or("(unnamed)"),
+                    site.line,
+                    verdict.message()
+                )
+            })
         })
         .collect()
+}
+
+/// What the resolver is asked for a site: the reference itself, or under
+/// `--update` the tag of a pinned `name:tag@digest`, so a moved tag shows.
+pub fn to_ask(image: &ImageRef, update: bool) -> ImageRef {
+    if update && image.tag().is_some() && image.digest().is_some() {
+        if let Some(tagged) = without_digest(image) {
+            return tagged;
+        }
+    }
+    image.clone()
+}
+
+/// `name:tag@digest` as `name:tag`.
+fn without_digest(image: &ImageRef) -> Option<ImageRef> {
+    let (name, _) = image.original().rsplit_once('@')?;
+    ImageRef::parse(name).ok()
 }
 
 /// Plans `l` from one answer per image site (in order). An error carries
@@ -126,20 +184,45 @@ pub fn plan(
     options: &Options,
 ) -> Result<Plan, (FileError, Vec<ImageReport>)> {
     debug_assert_ne!(options.mode, Mode::Check, "check mode does not plan");
+    // Refused before any answer is looked at: a denied file is left exactly
+    // as it is, whatever the registries said (the pass does not even ask).
+    let refused = refusals(l, &options.policy);
+    if !refused.is_empty() {
+        let images = l
+            .sites
+            .iter()
+            .map(|(s, r)| report_for(s, r, &policy::evaluate_registry(r, &options.policy)))
+            .collect();
+        return Err((FileError::Policy(refused), images));
+    }
     let mut edits = Vec::new();
     let mut errors = Vec::new();
     let mut images = Vec::new();
     let mut answers = answers.into_iter();
     for (site, image) in &l.sites {
-        let mut item = ImageReport {
-            line: site.line,
-            image: image.original().to_string(),
-            pinned: None,
-            error: None,
-        };
+        let mut item = report_for(
+            site,
+            image,
+            &policy::evaluate_registry(image, &options.policy),
+        );
         match answers.next() {
-            Some(Ok(_)) if image.digest().is_some() => {}
+            Some(Ok(res)) if image.digest().is_some() => {
+                // Only `--update` asks for a pinned image's tag; otherwise
+                // the answer is the pinned digest itself and nothing moves.
+                let moved = options.update && image.digest() != Some(&res.digest);
+                if let (true, Some(tagged)) = (moved, without_digest(image)) {
+                    let new_value = tagged.pinned(&res.digest);
+                    item.pinned = Some(new_value.clone());
+                    item.drifted = true;
+                    item.via = res.via.clone();
+                    edits.push(Edit {
+                        site: site.clone(),
+                        new_value,
+                    });
+                }
+            }
             Some(Ok(res)) => {
+                item.via = res.via.clone();
                 let new_value = if options.digest_only {
                     image.pinned_digest_only(&res.digest)
                 } else {
