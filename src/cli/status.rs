@@ -83,7 +83,9 @@ pub async fn run(args: StatusArgs) -> u8 {
                 .report
                 .files
                 .iter()
-                .filter_map(|f| file_problem(&f.outcome).map(|why| json!({"path": f.path, "problem": why})))
+                .filter_map(|f| {
+                    file_problem(&f.outcome).map(|why| json!({"path": f.path, "problem": why}))
+                })
                 .collect();
             let v = json!({
                 "images": status.rows,
@@ -110,7 +112,14 @@ fn file_problem(o: &Outcome) -> Option<String> {
 }
 
 fn print_text(status: &Status, has_policy: bool) {
-    let header = ["FILE", "CONTAINER", "REFERENCE", "DIGEST", "TRUSTED", "DRIFT"];
+    let header = [
+        "FILE",
+        "CONTAINER",
+        "REFERENCE",
+        "DIGEST",
+        "TRUSTED",
+        "DRIFT",
+    ];
     let mut table: Vec<[String; 6]> = vec![header.map(String::from)];
     for r in &status.rows {
         let digest = r

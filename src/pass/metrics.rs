@@ -293,7 +293,13 @@ mod tests {
     #[test]
     fn renders_every_family_with_help_and_type_and_escapes_labels() {
         let mut r = Report::new(Mode::Apply);
-        let mut ok = FileReport::new(Path::new("/m/a.yaml"), Outcome::Changed { pinned: 1, wired: false });
+        let mut ok = FileReport::new(
+            Path::new("/m/a.yaml"),
+            Outcome::Changed {
+                pinned: 1,
+                wired: false,
+            },
+        );
         ok.images.push(ImageReport {
             image: "r.io/a:v1".into(),
             pinned: Some("r.io/a:v1@sha256:x".into()),
@@ -319,7 +325,13 @@ mod tests {
         let mut c = Counters::default();
         c.record(&r);
         c.record(&r);
-        let m = Metrics::from_report(&r, true, &c, UNIX_EPOCH + Duration::from_secs(5), Duration::from_millis(1500));
+        let m = Metrics::from_report(
+            &r,
+            true,
+            &c,
+            UNIX_EPOCH + Duration::from_secs(5),
+            Duration::from_millis(1500),
+        );
         let text = m.render();
         for want in [
             "staticpin_images{state=\"pinned\"} 1\n",
@@ -336,7 +348,10 @@ mod tests {
             assert!(text.contains(want), "lacks {want:?}:\n{text}");
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, text.lines().filter(|l| l.starts_with("# HELP")).count());
-        assert_eq!(families, 9);
+        assert_eq!(
+            families,
+            text.lines().filter(|l| l.starts_with("# HELP")).count()
+        );
+        assert_eq!(families, 8);
     }
 }

@@ -18,8 +18,8 @@
 pub mod commit;
 pub mod drift;
 pub mod gate;
-pub mod metrics;
 pub mod lock;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 
@@ -185,11 +185,7 @@ pub async fn run_once<R: Resolver>(
         .iter()
         .zip(&refused)
         .filter(|(_, refused)| !**refused)
-        .flat_map(|((_, l), _)| {
-            l.sites
-                .iter()
-                .map(|(_, r)| plan::to_ask(r, options.update))
-        })
+        .flat_map(|((_, l), _)| l.sites.iter().map(|(_, r)| plan::to_ask(r, options.update)))
         .collect();
     let mut answers = resolve_all(resolver, &wanted, options.concurrency)
         .await

@@ -346,6 +346,7 @@ mod tests {
                             .cloned()
                             .unwrap_or_else(|| Digest::sha256_of(r.normalized().as_bytes())),
                         media_type: None,
+                        via: None,
                     }),
                 },
             )
@@ -428,6 +429,121 @@ mod tests {
             !err.is_transient(),
             "one permanent failure makes it permanent"
         );
+    }
+
+    fn with_policy(trusted: &[&str], untrusted: crate::policy::Untrusted, update: bool) -> Options {
+        let raw = crate::policy::RawPolicy {
+            trusted_registries: Some(trusted.iter().map(|s| s.to_string()).collect()),
+            untrusted: Some(untrusted),
+            ..Default::default()
+        };
+        Options {
+            policy: Policy::from_raw(&raw).unwrap(),
+            update,
+            ..options(false)
+        }
+    }
+
+    #[test]
+    fn warn_pins_and_reports_untrusted_images_by_name() {
+        use crate::policy::Untrusted::Warn;
+        let l = loaded(POD);
+        // r.io/a is trusted; r.io/b sits beside the prefix, not under it.
+        let o = with_policy(&["r.io/a"], Warn, false);
+        let mut a = answers(&l, &[]);
+        // A mirror answered for b: still judged by its name.
+        if let Some(Ok(res)) = a.get_mut(1) {
+            res.via = Some("mirror.local:5000".into());
+        }
+        let p = plan(&l, a, &o).unwrap();
+        assert_eq!(p.pinned, 2);
+        assert_eq!(p.images[0].trusted, Some(true));
+        assert_eq!(p.images[1].trusted, Some(false));
+        assert_eq!(p.images[1].container.as_deref(), Some("b"));
+        assert_eq!(p.images[1].via.as_deref(), Some("mirror.local:5000"));
+        assert!(p.images[1].policy.as_ref().unwrap().contains("r.io/b:v2"));
+        // No policy: trust is not reported at all.
+        let p = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        assert!(p.images.iter().all(|i| i.trusted.is_none()));
+    }
+
+    #[test]
+    fn deny_refuses_the_whole_file_naming_container_and_image() {
+        use crate::policy::Untrusted::Deny;
+        let l = loaded(POD);
+        let o = with_policy(&["r.io/a", "r.io/bb", "r.io.evil.com"], Deny, false);
+        let (err, images) = plan(&l, answers(&l, &[]), &o).unwrap_err();
+        match &err {
+            FileError::Policy(v) => {
+                assert_eq!(v.len(), 1, "{v:?}");
+                assert!(v[0].contains("container b (line 10)"), "{v:?}");
+                assert!(v[0].contains("r.io/b:v2"), "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(images.iter().all(|i| i.pinned.is_none()));
+        assert!(!err.is_transient());
+        // Refused before the answers are read: none are needed.
+        assert!(matches!(
+            plan(&l, Vec::new(), &o),
+            Err((FileError::Policy(_), _))
+        ));
+        // Already-pinned images are judged too.
+        let pinned = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        let l2 = loaded(&pinned.new_text);
+        assert!(matches!(
+            plan(&l2, answers(&l2, &[]), &o),
+            Err((FileError::Policy(_), _))
+        ));
+        assert_eq!(refusals(&l2, &o.policy).len(), 1);
+        assert_eq!(flagged(&l2, &o.policy).len(), 1);
+        // Trusting both: pins.
+        let ok = with_policy(&["r.io"], Deny, false);
+        assert_eq!(plan(&l, answers(&l, &[]), &ok).unwrap().pinned, 2);
+    }
+
+    #[test]
+    fn update_moves_only_drifted_pins_and_only_when_asked() {
+        let l = loaded(POD);
+        let once = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        let l2 = loaded(&once.new_text);
+        // The tag of r.io/b now names another digest.
+        let moved = Digest::sha256_of(b"moved");
+        let tag_answers = |l: &Loaded| -> Vec<Result<Resolution, ResolveError>> {
+            l.sites
+                .iter()
+                .map(|(_, r)| {
+                    let asked = to_ask(r, true);
+                    assert!(asked.digest().is_none());
+                    Ok(Resolution {
+                        digest: if asked.path() == "b" {
+                            moved.clone()
+                        } else {
+                            Digest::sha256_of(asked.original().as_bytes())
+                        },
+                        media_type: None,
+                        via: None,
+                    })
+                })
+                .collect()
+        };
+        // Without --update the answers are ignored for pinned images.
+        let still = plan(&l2, tag_answers(&l2), &options(false)).unwrap();
+        assert!(!still.changes(&l2.text));
+        let upd = Options {
+            update: true,
+            ..options(false)
+        };
+        let p = plan(&l2, tag_answers(&l2), &upd).unwrap();
+        assert_eq!(p.pinned, 1);
+        assert!(p.images[1].drifted && !p.images[0].drifted);
+        assert!(p.new_text.contains(&format!("image: r.io/b:v2@{moved}\n")));
+        assert!(p.new_text.contains("r.io/a:v1@"));
+        let l3 = loaded(&p.new_text);
+        assert!(!plan(&l3, tag_answers(&l3), &upd).unwrap().changes(&l3.text));
+        // to_ask leaves everything else alone.
+        assert_eq!(to_ask(&l.sites[0].1, true).original(), "r.io/a:v1");
+        assert!(to_ask(&l2.sites[0].1, false).digest().is_some());
     }
 
     #[test]

@@ -297,7 +297,10 @@ impl Report {
         }
         let untrusted = self.untrusted();
         if untrusted > 0 {
-            s.push_str(&format!(", {} untrusted", plural(untrusted, "image", "images")));
+            s.push_str(&format!(
+                ", {} untrusted",
+                plural(untrusted, "image", "images")
+            ));
         }
         s.push_str(&format!(", {failed} failed"));
         s

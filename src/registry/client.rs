@@ -742,7 +742,11 @@ impl HttpResolver {
         Err(last)
     }
 
-    async fn resolve_hosts(&self, image: &ImageRef, method: &Method) -> Result<Resolution, Failure> {
+    async fn resolve_hosts(
+        &self,
+        image: &ImageRef,
+        method: &Method,
+    ) -> Result<Resolution, Failure> {
         let hosts = self.hosts(image)?;
         let mut first_error = None;
         // Like containerd, a failing mirror hands over to the next host.
