@@ -382,3 +382,28 @@ fn metrics_after_a_failing_pass() {
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("no registry policy"), "{out}");
 }
+
+/// The shipped alert rules load (`promtool check rules`) and fire as their
+/// unit test says (`promtool test rules`); skipped visibly without promtool,
+/// failing under CI.
+#[test]
+fn example_alert_rules_check_and_fire() {
+    if !support::have_tool("promtool") {
+        assert!(std::env::var_os("CI").is_none(), "promtool missing under CI");
+        eprintln!("SKIP promtool check rules: promtool not installed");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+    for args in [
+        ["check", "rules", "staticpin.rules.yml"],
+        ["test", "rules", "staticpin.rules.test.yml"],
+    ] {
+        let out = run_output(Command::new("promtool").args(args).current_dir(&dir));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
