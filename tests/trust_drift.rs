@@ -389,7 +389,10 @@ fn metrics_after_a_failing_pass() {
 #[test]
 fn example_alert_rules_check_and_fire() {
     if !support::have_tool("promtool") {
-        assert!(std::env::var_os("CI").is_none(), "promtool missing under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool missing under CI"
+        );
         eprintln!("SKIP promtool check rules: promtool not installed");
         return;
     }
