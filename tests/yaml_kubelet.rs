@@ -852,6 +852,7 @@ mod pass {
             Ok(Resolution {
                 digest: Digest::sha256_of(image.normalized().as_bytes()),
                 media_type: None,
+                via: None,
             })
         }
     }
@@ -873,6 +874,7 @@ mod pass {
                 ..Default::default()
             },
             keep_backups: 5,
+            ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
