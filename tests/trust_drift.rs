@@ -373,6 +373,30 @@ fn metrics_after_a_failing_pass() {
     assert_eq!(names, vec!["fail.prom".to_string()]);
     promtool_check(&metrics);
 
+    // A drift check whose HEAD fails: unknown, exit 2, counted, success 0.
+    std::fs::remove_file(node.manifests().join("gone.yaml")).unwrap();
+    std::fs::write(
+        node.manifests().join("gone.yaml"),
+        pod("gone", &format!("{host}/gone/app:v1@{ok}"), "b"),
+    )
+    .unwrap();
+    let metrics = node.path("status.prom");
+    let st = status(&node, &["--metrics-file", metrics.to_str().unwrap()]);
+    assert_eq!(st.code, Some(2), "{st}");
+    assert!(
+        st.stdout.contains("unknown (") && st.stdout.contains("not found"),
+        "{st}"
+    );
+    assert_eq!(sample(&metrics, "staticpin_last_pass_success"), 0.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("staticpin_resolve_errors_total{{registry=\"{host}\",kind=\"not_found\"}}")
+        ),
+        1.0
+    );
+    promtool_check(&metrics);
+
     // check-config reports the policy, and says when there is none.
     let out = Out::from(run_output(
         Command::new(support::node::BIN)

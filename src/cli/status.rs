@@ -64,13 +64,9 @@ pub async fn run(args: StatusArgs) -> u8 {
         EXIT_OK
     };
     if let Some(file) = &cfg.metrics_file {
-        let m = Metrics::from_status(
-            &status.rows,
-            &status.report,
-            &Counters::default(),
-            SystemTime::now(),
-            started.elapsed(),
-        );
+        let mut counters = Counters::default();
+        counters.record_status(&status);
+        let m = Metrics::from_status(&status, &counters, SystemTime::now(), started.elapsed());
         if let Err(e) = metrics::write_textfile(file, &m) {
             eprintln!("staticpin: cannot write the metrics file: {e}");
             code = EXIT_FAILED;

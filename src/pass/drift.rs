@@ -31,8 +31,8 @@ pub enum Drift {
     NotPinned,
     /// `name@digest` without a tag: nothing to compare with.
     NoTag,
-    /// The registry could not be asked; the reason names it.
-    Unknown(String),
+    /// The registry could not be asked (the error names it and its kind).
+    Failed(ResolveError),
 }
 
 impl Drift {
@@ -50,7 +50,7 @@ impl Drift {
         match self {
             Drift::NotPinned => Some("not pinned".into()),
             Drift::NoTag => Some("pinned without a tag".into()),
-            Drift::Unknown(why) => Some(why.clone()),
+            Drift::Failed(e) => Some(e.to_string()),
             _ => None,
         }
     }
@@ -87,7 +87,7 @@ impl Status {
             || self
                 .rows
                 .iter()
-                .any(|r| matches!(r.drift, Drift::Unknown(_)))
+                .any(|r| matches!(r.drift, Drift::Failed(_)))
     }
 
     /// Something to act on: drifted, untrusted or unpinned images.
@@ -112,8 +112,13 @@ pub fn classify(image: &ImageRef, head: Option<&Result<Resolution, ResolveError>
         Some(Ok(r)) => Drift::Drifted {
             now: r.digest.clone(),
         },
-        Some(Err(e)) => Drift::Unknown(e.to_string()),
-        None => Drift::Unknown("no answer was recorded".into()),
+        Some(Err(e)) => Drift::Failed(e.clone()),
+        None => Drift::Failed(ResolveError {
+            image: image.original().to_string(),
+            registry: image.registry_host().to_string(),
+            kind: crate::registry::ErrorKind::Protocol,
+            detail: "no answer was recorded".into(),
+        }),
     }
 }
 

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::drift::{Drift, StatusRow};
+use super::drift::{Drift, Status};
 use super::report::{FileError, Mode, Outcome, Report};
 use crate::fsutil::{self, FsError};
 
@@ -70,6 +70,18 @@ impl Counters {
         }
         if report.mode == Mode::Apply {
             self.manifest_writes += report.count(|o| matches!(o, Outcome::Changed { .. })) as u64;
+        }
+    }
+
+    /// Adds the registry failures of one drift check (HEADs that failed).
+    pub fn record_status(&mut self, status: &Status) {
+        for r in &status.rows {
+            if let Drift::Failed(e) = &r.drift {
+                *self
+                    .resolve_errors
+                    .entry((e.registry.clone(), kind_label(e.kind.as_str())))
+                    .or_default() += 1;
+            }
         }
     }
 }
@@ -145,17 +157,18 @@ impl Metrics {
     }
 
     /// The metrics of a `status` run (or a daemon's drift check): image
-    /// counts from the rows, file errors as failed manifests.
+    /// counts from the rows, file errors as failed manifests, success 0 when
+    /// a file or a registry failed. Record the status in `counters` first.
     pub fn from_status(
-        rows: &[StatusRow],
-        report: &Report,
+        status: &Status,
         counters: &Counters,
         ended: SystemTime,
         duration: Duration,
     ) -> Metrics {
-        let mut m = Metrics::from_report(report, false, counters, ended, duration);
+        let mut m = Metrics::from_report(&status.report, false, counters, ended, duration);
+        m.last_pass_success = !status.has_errors();
         m.images = ImageCounts::default();
-        for r in rows {
+        for r in &status.rows {
             if r.digest.is_some() {
                 m.images.pinned += 1;
             } else {
