@@ -434,3 +434,46 @@ fn example_alert_rules_check_and_fire() {
         );
     }
 }
+
+/// An image pulled through a hosts.toml mirror is judged by its name: trusted
+/// under `docker.io/library` (the mirror is shown in the report), refused
+/// under deny when only the mirror's host is trusted.
+#[test]
+fn a_mirrored_image_is_judged_by_its_name_and_shows_its_mirror() {
+    let node = Node::new("");
+    let mirror = node.reg.host.clone();
+    let digest = node.push("library/nginx", "1.27");
+    let hub = node.path("certs/docker.io");
+    std::fs::create_dir_all(&hub).unwrap();
+    std::fs::write(
+        hub.join("hosts.toml"),
+        format!(
+            "server = \"https://registry-1.docker.io\"\ncapabilities = [\"pull\"]\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+    add_config(&node, "policy:\n  untrusted: deny\n");
+    let file = node.manifests().join("web.yaml");
+    let text = pod("web", "nginx:1.27", "n");
+    std::fs::write(&file, &text).unwrap();
+
+    // Trusting only the mirror's host: the name is docker.io/library/nginx.
+    let out = node.run("pin", &["--trusted-registry", &mirror]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(out.stderr.contains("docker.io/library/nginx"), "{out}");
+
+    let out = node.run(
+        "pin",
+        &["--trusted-registry", "docker.io/library", "-o", "json"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        text.replace("nginx:1.27", &format!("nginx:1.27@{digest}"))
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let img = &v["files"][0]["images"][0];
+    assert_eq!(img["trusted"], true, "{out}");
+    assert_eq!(img["via"], mirror.as_str(), "{out}");
+}
