@@ -566,6 +566,10 @@ fn shipped_example_states_the_default_of_each_key() {
         format!("connectTimeout: {}\n", d.connect_timeout.as_secs()),
         format!("retries: {}\n", d.retries),
         format!("concurrency: {}\n", d.concurrency),
+        format!("  untrusted: {}\n", d.policy.untrusted),
+        format!("update: {}\n", d.update),
+        "  trustedRegistries: []\n".to_string(),
+        "# metricsFile: ".to_string(),
         format!(
             "Registry requests in flight at once, 1 to {}.",
             MAX_CONCURRENCY
