@@ -38,7 +38,10 @@ fn conffile_sets_nothing() {
 
 #[test]
 fn conffile_passes_check_config() {
-    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.yaml"));
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/config.yaml"
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_staticpin"))
         .arg("check-config")
         .arg(path)
