@@ -47,10 +47,12 @@ dpkg-deb -c "$DEB"
 
 step "2. lintian (no errors; every warning overridden)"
 # Root is fine on a disposable CI machine; lintian only warns about it.
+# (Not --show-overrides: it makes overridden tags fail too.)
 rc=0
-lintian --fail-on error,warning --display-info --show-overrides "$DEB" >"$WORK/lintian.out" 2>&1 || rc=$?
-grep -v 'running with root privileges is not recommended' "$WORK/lintian.out" || true
+lintian --fail-on error,warning --display-info "$DEB" >"$WORK/lintian.out" 2>&1 || rc=$?
+grep -v 'root privileges' "$WORK/lintian.out" || true
 [ "$rc" = 0 ] || fail "lintian exited $rc: an error, or a warning not in packaging/lintian-overrides"
+echo "overridden (packaging/lintian-overrides):"; grep -v '^#' packaging/lintian-overrides
 
 step "3. install, and check what was installed"
 dpkg -i "$DEB"
@@ -118,8 +120,10 @@ dpkg-deb --root-owner-group -b "$WORK/v2" "$WORK/v2.deb" >/dev/null
 sed -i 's/^# keepBackups: 20$/keepBackups: 7/' /etc/staticpin/config.yaml
 grep -q '^keepBackups: 7$' /etc/staticpin/config.yaml || fail "could not edit the conffile"
 echo 'retries: 5' > /etc/staticpin/config.d/50-site.yaml
-# The admin's decision about the unit is kept, like their file.
-deb-systemd-helper disable staticpin.service
+# The admin's decision about the unit is kept, like their file. Without
+# systemd as PID 1, removing the symlink is what `systemctl disable` does
+# (deb-systemd-helper only runs from maintainer scripts).
+rm "$wants/staticpin.service"
 dpkg -i --force-confold "$WORK/v2.deb"
 [ "$(dpkg-query -W -f='${Version}' staticpin)" = 0.1.0-2 ] || fail "not upgraded"
 grep -q '^keepBackups: 7$' /etc/staticpin/config.yaml || fail "the edited conffile was replaced"
