@@ -38,11 +38,11 @@ if ! "$VENV/bin/ansible-playbook" --version 2>/dev/null | grep "core $ANSIBLE_CO
   python3 -m venv "$VENV"
   "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
 fi
-"$VENV/bin/ansible-playbook" --version | head -1
+"$VENV/bin/ansible-playbook" --version | sed -n 1p
 
 step "build the package"
 cargo run --locked --quiet --example staticpin-gen -- target/assets
-cargo deb --locked --output "$WORK/staticpin.deb"
+cargo deb --locked --fast --output "$WORK/staticpin.deb"
 
 step "a local registry with the control-plane images, a TLS /livez stand-in"
 start_registry
