@@ -110,6 +110,7 @@ pinned "$WORK/node1/manifests" || fail "node1 not pinned"
 pinned "$WORK/node2/manifests" || fail "node2 not pinned"
 [ -L /etc/systemd/system/multi-user.target.wants/staticpin.service ] || fail "staticpin.service not enabled"
 [ "$(cat /etc/staticpin/config.d/50-test.yaml)" = "$(cat "$WORK/config.d/50-test.yaml")" ] || fail "drop-in not installed"
+[ ! -e /var/cache/staticpin-rollout.deb ] || fail "the copied package was left on the node"
 # One node at a time: node 2 is checked and started only after node 1's
 # apiserver answered /livez after its start.
 expected=$(printf '%s\n' "livez /livez" "start node1" "livez /livez" "livez /livez" "start node2" "livez /livez")
