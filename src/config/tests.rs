@@ -384,7 +384,8 @@ fn every_key_parses() {
         "manifestDir: /m\nbackupDir: /b\nkeepBackups: 1\nlockFile: /l\ndockerConfig: /root/.docker/config.json\n\
          kubeletRootDir: /k\ncertsDirs: [/c]\ninsecureRegistries: ['reg.local:5000', '[::1]:5000']\n\
          timeout: 2.5\nconnectTimeout: 1\ndeadline: 90\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
-         admission:\n  enabled: false\n  configFile: /a.yaml\n",
+         admission:\n  enabled: false\n  configFile: /a.yaml\n\
+         stateDir: /s\ndebounce: 100ms\nresync: 1m\nkubeadmTmpDir: /t\nhealthGate: false\noffline: true\n",
     );
     let s = result.unwrap();
     assert_eq!(
@@ -408,6 +409,12 @@ fn every_key_parses() {
                 enabled: false,
                 config_file: Some("/a.yaml".into()),
             },
+            state_dir: "/s".into(),
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(60),
+            kubeadm_tmp_dir: "/t".into(),
+            health_gate: false,
+            offline: true,
         }
     );
 }
