@@ -10,6 +10,7 @@ use crate::apiserver;
 use crate::backup::BackupStore;
 use crate::config;
 use crate::pass::{self, LockSettings, Mode, Report};
+use crate::registry::cache::{CachingResolver, DigestCache};
 use crate::registry::HttpResolver;
 
 /// The run lock, for subcommands that write.
@@ -47,6 +48,9 @@ pub struct PinArgs {
 
     #[command(flatten)]
     pub lock: LockArgs,
+
+    #[command(flatten)]
+    pub cache: super::watch::CacheArgs,
 
     /// Print a unified diff of what would change and write nothing.
     #[arg(long, conflicts_with = "check")]
@@ -138,6 +142,7 @@ pub async fn run(args: PinArgs) -> u8 {
     let mut flags = config::Fragment::default();
     flags.backup_dir = args.backup_dir.clone();
     flags.digest_only = args.digest_only.then_some(true);
+    args.cache.fragment(&mut flags);
     let cfg = match args.registry.load_config_with(flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -171,9 +176,28 @@ pub async fn run(args: PinArgs) -> u8 {
         concurrency: settings.concurrency,
         ..options
     };
-    let resolver = HttpResolver::new(settings);
-    match pass::run_once(&paths, &options, &resolver, Some(&store)).await {
-        Ok(report) => finish(&report, args.output),
+    let http = HttpResolver::new(settings);
+    let cache = DigestCache::load(&cfg.state_dir);
+    let resolver = CachingResolver::new(&http, &cache, cfg.offline);
+    let result = pass::run_once(&paths, &options, &resolver, Some(&store)).await;
+    // A dry run leaves every file as it was, the cache included.
+    if mode == Mode::Apply {
+        if let Err(e) = cache.save() {
+            tracing::warn!("{}: {e}", cache.path().display());
+        }
+    }
+    let hits = resolver.take_hits();
+    match result {
+        Ok(report) => {
+            let code = finish(&report, args.output);
+            for hit in hits {
+                match args.output {
+                    OutputFormat::Text => println!("  {hit}"),
+                    OutputFormat::Json => eprintln!("staticpin: {hit}"),
+                }
+            }
+            code
+        }
         Err(e) => fail(e),
     }
 }
