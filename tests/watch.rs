@@ -62,7 +62,12 @@ fn watch(node: &Node, extra: &[&str]) -> Watch {
         .stderr(Stdio::piped())
         .args(["watch", "--config"])
         .arg(node.path("config.yaml"))
-        .args(["--log-target", "stderr", "--insecure-registry", &node.reg.host])
+        .args([
+            "--log-target",
+            "stderr",
+            "--insecure-registry",
+            &node.reg.host,
+        ])
         .args(["--timeout", "5", "--retries", "0", "--debounce", "50ms"])
         .arg("--kubeadm-tmp-dir")
         .arg(node.path("kubeadm-tmp"))
@@ -123,9 +128,8 @@ impl Watch {
     }
 
     fn wait_log(&self, needle: &str) {
-        wait_until(WAIT, || self.log().contains(needle).then_some(())).unwrap_or_else(|| {
-            panic!("log never said {needle:?}\n--- log ---\n{}", self.log())
-        })
+        wait_until(WAIT, || self.log().contains(needle).then_some(()))
+            .unwrap_or_else(|| panic!("log never said {needle:?}\n--- log ---\n{}", self.log()))
     }
 
     fn last_status(&self) -> String {
@@ -234,7 +238,11 @@ fn ready_after_the_first_pass_then_a_dropped_in_manifest_is_pinned() {
         read(&a),
         pod("kube-scheduler", &format!("{image_a}@{sched}"), "a")
     );
-    assert!(w.last_status().contains("1 manifests: 1 pinned"), "{:?}", w.notes());
+    assert!(
+        w.last_status().contains("1 manifests: 1 pinned"),
+        "{:?}",
+        w.notes()
+    );
 
     let b = node.manifests().join("etcd.yaml");
     let image_b = format!("{}/etcd:3.5.16-0", node.reg.host);
@@ -269,21 +277,46 @@ fn kubeadm_upgrade_renames_are_repinned_but_not_while_kubeadm_runs() {
 
     // kubeadm writes the new manifest beside (same file system) and renames it over.
     let tmp = node.path("kubeadm-tmp");
-    rename_in(&tmp.join("staging-a"), &file, &pod("kube-scheduler", &img("v1.31.1"), "x"));
-    wait_file(&file, &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "x"), &w);
+    rename_in(
+        &tmp.join("staging-a"),
+        &file,
+        &pod("kube-scheduler", &img("v1.31.1"), "x"),
+    );
+    wait_file(
+        &file,
+        &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "x"),
+        &w,
+    );
 
     // Mid-upgrade: the staging directory exists; nothing is written.
     let staging = tmp.join("kubeadm-upgraded-manifests123");
     let upgraded = pod("kube-scheduler", &img("v1.32.0"), "x");
     rename_in(&staging, &file, &upgraded);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(read(&file), upgraded, "written during the upgrade\n{}", w.log());
-    assert!(w.log().contains("kubeadm upgrade in progress"), "{}", w.log());
-    assert!(w.last_status().contains("kubeadm upgrade"), "{:?}", w.notes());
+    assert_eq!(
+        read(&file),
+        upgraded,
+        "written during the upgrade\n{}",
+        w.log()
+    );
+    assert!(
+        w.log().contains("kubeadm upgrade in progress"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        w.last_status().contains("kubeadm upgrade"),
+        "{:?}",
+        w.notes()
+    );
     // The backup directories kubeadm leaves behind do not hold anything.
     std::fs::create_dir_all(tmp.join("kubeadm-backup-manifests-2026-01-01-00-00-00")).unwrap();
     std::fs::remove_dir_all(&staging).unwrap();
-    wait_file(&file, &pod("kube-scheduler", &format!("{}@{v3}", img("v1.32.0")), "x"), &w);
+    wait_file(
+        &file,
+        &pod("kube-scheduler", &format!("{}@{v3}", img("v1.32.0")), "x"),
+        &w,
+    );
     settle();
     assert_eq!(writes(&node), 3, "{}", w.log());
 }
@@ -309,18 +342,35 @@ fn a_slowly_written_file_is_pinned_once_complete_and_never_half_way() {
     let etcd = node.manifests().join("etcd.yaml");
     let etcd_image = format!("{}/etcd:3.5.16-0", node.reg.host);
     std::fs::write(&etcd, pod("etcd", &etcd_image, "e")).unwrap();
-    wait_file(&etcd, &pod("etcd", &format!("{etcd_image}@{etcd_digest}"), "e"), &w);
+    wait_file(
+        &etcd,
+        &pod("etcd", &format!("{etcd_image}@{etcd_digest}"), "e"),
+        &w,
+    );
     settle();
-    assert_eq!(read(&file), full[..cut], "touched while still open\n{}", w.log());
+    assert_eq!(
+        read(&file),
+        full[..cut],
+        "touched while still open\n{}",
+        w.log()
+    );
     f.write_all(&full.as_bytes()[cut..]).unwrap();
     drop(f);
-    wait_file(&file, &full.replace(&image, &format!("{image}@{digest}")), &w);
+    wait_file(
+        &file,
+        &full.replace(&image, &format!("{image}@{digest}")),
+        &w,
+    );
     settle();
     assert_eq!(writes(&node), 2, "{}", w.log());
 
     // Half a Pod that does not parse is reported once and never rewritten.
     let broken = node.manifests().join("broken.yaml");
-    std::fs::write(&broken, "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: [\n").unwrap();
+    std::fs::write(
+        &broken,
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: [\n",
+    )
+    .unwrap();
     settle();
     std::fs::write(node.manifests().join("notes.txt"), "x").unwrap();
     settle();
@@ -328,7 +378,12 @@ fn a_slowly_written_file_is_pinned_once_complete_and_never_half_way() {
         read(&broken),
         "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: [\n"
     );
-    assert_eq!(w.log().matches("broken.yaml: skipped").count(), 1, "{}", w.log());
+    assert_eq!(
+        w.log().matches("broken.yaml: skipped").count(),
+        1,
+        "{}",
+        w.log()
+    );
     assert_eq!(writes(&node), 2, "{}", w.log());
 }
 
@@ -355,10 +410,19 @@ fn registry_down_leaves_files_alone_retries_and_pins_from_the_cache() {
     assert_eq!(read(&b), b_text);
     assert!(w.alive(), "{}", w.log());
     // Logged once per state change, not once per attempt.
-    assert_eq!(w.log().matches("retrying with backoff").count(), 1, "{}", w.log());
+    assert_eq!(
+        w.log().matches("retrying with backoff").count(),
+        1,
+        "{}",
+        w.log()
+    );
 
     node.reg.restart();
-    wait_file(&b, &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "b"), &w);
+    wait_file(
+        &b,
+        &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "b"),
+        &w,
+    );
     assert_eq!(writes(&node), 2);
 
     // Restarted while the registry is down: a tag seen before comes from the cache.
@@ -410,8 +474,16 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
     let w = watch(&node, &gate);
     w.wait_note("READY=1", 1);
     assert_eq!(read(&file), original, "{}", w.log());
-    assert!(w.log().contains("restored the previous manifest"), "{}", w.log());
-    assert!(w.last_status().contains("failed the health gate"), "{:?}", w.notes());
+    assert!(
+        w.log().contains("restored the previous manifest"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        w.last_status().contains("failed the health gate"),
+        "{:?}",
+        w.notes()
+    );
     // Several resyncs later: still only the one write.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(writes(&node), 1, "{}", w.log());
@@ -451,7 +523,11 @@ fn sighup_reloads_or_keeps_the_old_config_and_sigterm_exits_quickly() {
     w.signal("HUP");
     w.wait_note("READY=1", 3);
     assert_eq!(w.count("RELOADING=1"), 2);
-    assert!(w.last_status().contains("config reload failed"), "{:?}", w.notes());
+    assert!(
+        w.last_status().contains("config reload failed"),
+        "{:?}",
+        w.notes()
+    );
     assert!(w.log().contains("keepBackupz"), "{}", w.log());
     assert!(w.alive());
 
@@ -497,7 +573,10 @@ fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "verify: {stderr}");
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "verify: {stderr}"
+    );
 
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true"])
@@ -512,4 +591,57 @@ fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
     assert!(score <= 2.5, "exposure {score}:\n{text}");
+}
+
+/// The one-shot `pin` shares the daemon's cache: a registry that cannot be
+/// reached still gets a tag seen before pinned, and the report says so;
+/// `--offline` asks nobody and pins only what the cache knows.
+#[test]
+fn one_shot_pin_uses_the_same_digest_cache() {
+    let mut node = Node::new("");
+    let digest = node.push("etcd", "3.5.16-0");
+    node.push("etcd", "3.6.0-0");
+    let host = node.reg.host.clone();
+    let image = format!("{host}/etcd:3.5.16-0");
+    let a = node.manifests().join("a.yaml");
+    std::fs::write(&a, pod("etcd", &image, "a")).unwrap();
+    let out = node.run("pin", &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!out.stdout.contains("from cache"), "{out}");
+    let cache = node.path("state/digests.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    node.reg.stop();
+    let b = node.manifests().join("b.yaml");
+    std::fs::write(&b, pod("etcd", &image, "b")).unwrap();
+    let c = node.manifests().join("c.yaml");
+    let unseen = pod("etcd", &format!("{host}/etcd:3.6.0-0"), "c");
+    std::fs::write(&c, &unseen).unwrap();
+    let out = node.run("pin", &["--retries", "0"]);
+    assert_eq!(out.code, Some(2), "c was never resolved: {out}");
+    assert_eq!(
+        read(&b),
+        pod("etcd", &format!("{image}@{digest}"), "b"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("{image}: from cache, resolved at 20")),
+        "{out}"
+    );
+    assert_eq!(read(&c), unseen);
+
+    std::fs::write(&b, pod("etcd", &image, "b2")).unwrap();
+    let out = node.run("pin", &["--offline"]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stdout.contains("(offline)"), "{out}");
+    assert!(
+        out.stderr
+            .contains("offline, and the digest cache has no entry"),
+        "{out}"
+    );
+    assert_eq!(read(&b), pod("etcd", &format!("{image}@{digest}"), "b2"));
+    assert_eq!(read(&c), unseen);
 }

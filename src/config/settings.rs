@@ -238,8 +238,7 @@ impl Settings {
                 enabled,
                 config_file,
             },
-            state_dir: path("stateDir", fragment.state_dir.clone())?
-                .unwrap_or(defaults.state_dir),
+            state_dir: path("stateDir", fragment.state_dir.clone())?.unwrap_or(defaults.state_dir),
             debounce: timeout("debounce", fragment.debounce, defaults.debounce)?,
             resync: timeout("resync", fragment.resync, defaults.resync)?,
             kubeadm_tmp_dir: path("kubeadmTmpDir", fragment.kubeadm_tmp_dir.clone())?

@@ -245,15 +245,13 @@ fn unreachable(kind: ErrorKind) -> bool {
 impl<R: Resolver> Resolver for CachingResolver<'_, R> {
     async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
         if self.offline {
-            return self
-                .from_cache(image, "offline".into())
-                .ok_or_else(|| {
-                    Failure::new(
-                        ErrorKind::Config,
-                        "offline, and the digest cache has no entry for this tag",
-                    )
-                    .for_image(image)
-                });
+            return self.from_cache(image, "offline".into()).ok_or_else(|| {
+                Failure::new(
+                    ErrorKind::Config,
+                    "offline, and the digest cache has no entry for this tag",
+                )
+                .for_image(image)
+            });
         }
         match self.inner.resolve(image).await {
             Ok(r) => {
@@ -273,7 +271,14 @@ impl<R: Resolver> Resolver for CachingResolver<'_, R> {
 pub fn rfc3339(t: SystemTime) -> String {
     let s = crate::backup::format_timestamp(t);
     // format_timestamp is fixed-width `YYYYMMDDTHHMMSS.ffffffZ`.
-    match (s.get(0..4), s.get(4..6), s.get(6..8), s.get(9..11), s.get(11..13), s.get(13..15)) {
+    match (
+        s.get(0..4),
+        s.get(4..6),
+        s.get(6..8),
+        s.get(9..11),
+        s.get(11..13),
+        s.get(13..15),
+    ) {
         (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(se)) => {
             format!("{y}-{mo}-{d}T{h}:{mi}:{se}Z")
         }

@@ -34,7 +34,10 @@ mod tests {
         for (attempt, base) in [(1, 1), (2, 2), (3, 4), (9, 256), (10, 300), (99, 300)] {
             let d = delay(attempt, &"a.yaml");
             let base = Duration::from_secs(base);
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{attempt}: {d:?}");
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{attempt}: {d:?}"
+            );
         }
     }
 }

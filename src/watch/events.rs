@@ -85,7 +85,11 @@ impl Tracker {
     }
 
     /// Classifies one batch, in order, updating the write marks.
-    pub fn classify<'a>(&mut self, roots: &Roots, events: impl IntoIterator<Item = &'a Event>) -> Wake {
+    pub fn classify<'a>(
+        &mut self,
+        roots: &Roots,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Wake {
         let mut wake = Wake::default();
         for e in events {
             wake.or(self.one(roots, e));
@@ -104,7 +108,10 @@ impl Tracker {
             };
         }
         let mut wake = Wake::default();
-        let moved = matches!(e.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both)));
+        let moved = matches!(
+            e.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+        );
         for (i, path) in e.paths.iter().enumerate() {
             // A pair's first path is where it moved from: gone from there.
             let from = moved && i == 0;
@@ -166,10 +173,7 @@ impl Tracker {
         {
             return none;
         }
-        let done = Wake {
-            pass: true,
-            ..none
-        };
+        let done = Wake { pass: true, ..none };
         match kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 self.writing.remove(path);
@@ -224,10 +228,16 @@ mod tests {
     #[test]
     fn reads_and_dotfiles_never_wake() {
         let mut t = Tracker::default();
-        let open = ev(EventKind::Access(AccessKind::Open(AccessMode::Any)), &["/m/a.yaml"]);
+        let open = ev(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            &["/m/a.yaml"],
+        );
         assert!(!relevant(&open));
         assert!(!t.classify(&roots(), [&open]).any());
-        let tmp = ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/m/.a.yaml.tmp"]);
+        let tmp = ev(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &["/m/.a.yaml.tmp"],
+        );
         assert!(!t.classify(&roots(), [&tmp]).any());
         let other = ev(EventKind::Create(CreateKind::File), &["/etc/admin.conf"]);
         assert!(!t.classify(&roots(), [&other]).any());
@@ -238,11 +248,23 @@ mod tests {
         let mut t = Tracker::default();
         let r = roots();
         let create = ev(EventKind::Create(CreateKind::File), &["/m/a.yaml"]);
-        let data = ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["/m/a.yaml"]);
-        let close = ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), &["/m/a.yaml"]);
+        let data = ev(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            &["/m/a.yaml"],
+        );
+        let close = ev(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &["/m/a.yaml"],
+        );
         assert!(!t.classify(&r, [&create, &data]).pass);
-        assert_eq!(t.writing(Duration::from_secs(60)), vec![PathBuf::from("/m/a.yaml")]);
-        assert!(t.writing(Duration::ZERO).is_empty(), "stale marks are ignored");
+        assert_eq!(
+            t.writing(Duration::from_secs(60)),
+            vec![PathBuf::from("/m/a.yaml")]
+        );
+        assert!(
+            t.writing(Duration::ZERO).is_empty(),
+            "stale marks are ignored"
+        );
         assert!(t.classify(&r, [&close]).pass);
         assert!(t.writing(Duration::from_secs(60)).is_empty());
     }
@@ -256,15 +278,24 @@ mod tests {
             &["/m/.a.yaml.tmp", "/m/a.yaml"],
         );
         assert!(t.classify(&r, [&both]).pass);
-        let moved_in = ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/m/b.yaml"]);
+        let moved_in = ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            &["/m/b.yaml"],
+        );
         assert!(t.classify(&r, [&moved_in]).pass);
         let gone = ev(EventKind::Remove(RemoveKind::File), &["/m/b.yaml"]);
         assert!(t.classify(&r, [&gone]).pass);
         let dir = ev(EventKind::Remove(RemoveKind::Folder), &["/m"]);
         assert!(t.classify(&r, [&dir]).rearm);
-        let staging = ev(EventKind::Create(CreateKind::Folder), &["/t/kubeadm-upgraded-manifests1"]);
+        let staging = ev(
+            EventKind::Create(CreateKind::Folder),
+            &["/t/kubeadm-upgraded-manifests1"],
+        );
         assert!(t.classify(&r, [&staging]).upgrade);
-        let adm = ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/a/policy.yaml"]);
+        let adm = ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            &["/a/policy.yaml"],
+        );
         assert!(t.classify(&r, [&adm]).admission);
         let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
         assert!(relevant(&overflow));

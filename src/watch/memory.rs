@@ -101,7 +101,10 @@ impl GateMemory {
             fsutil::write_file_atomically(&self.path, &json, 0o600).map_err(|e| e.to_string())
         };
         if let Err(e) = write() {
-            tracing::warn!("{}: cannot save the health-gate memory: {e}", self.path.display());
+            tracing::warn!(
+                "{}: cannot save the health-gate memory: {e}",
+                self.path.display()
+            );
         }
     }
 }

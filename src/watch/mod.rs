@@ -99,7 +99,11 @@ fn roots(setup: &Setup) -> Roots {
     Roots {
         manifest_dir: setup.settings.manifest_dir.clone(),
         kubeadm_tmp_dir: setup.settings.kubeadm_tmp_dir.clone(),
-        admission_dir: setup.options.admission.as_ref().map(|r| r.mount_dir.clone()),
+        admission_dir: setup
+            .options
+            .admission
+            .as_ref()
+            .map(|r| r.mount_dir.clone()),
     }
 }
 
@@ -259,7 +263,10 @@ impl Daemon {
         };
         let r = &self.roots;
         let mut dirs: Vec<&Path> = Vec::new();
-        for d in [Some(r.manifest_dir.as_path()), Some(r.kubeadm_tmp_dir.as_path())] {
+        for d in [
+            Some(r.manifest_dir.as_path()),
+            Some(r.kubeadm_tmp_dir.as_path()),
+        ] {
             let Some(d) = d else { continue };
             dirs.push(d);
             if let Some(p) = d.parent() {
@@ -396,8 +403,7 @@ impl Daemon {
             return;
         };
         let started = Instant::now();
-        let resolver =
-            CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
+        let resolver = CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
         let result = if paths.is_empty() {
             Ok(Report::new(pass::Mode::Apply))
         } else {
@@ -600,7 +606,9 @@ impl Daemon {
             ));
         }
         if let Some(e) = &self.reload_error {
-            s.push_str(&format!("; config reload failed, previous config kept: {e}"));
+            s.push_str(&format!(
+                "; config reload failed, previous config kept: {e}"
+            ));
         }
         s
     }

@@ -36,7 +36,11 @@ mod tests {
     fn only_the_staging_directory_counts() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!in_progress(&dir.path().join("missing")));
-        std::fs::create_dir(dir.path().join("kubeadm-backup-manifests-2026-01-01-00-00-00")).unwrap();
+        std::fs::create_dir(
+            dir.path()
+                .join("kubeadm-backup-manifests-2026-01-01-00-00-00"),
+        )
+        .unwrap();
         assert!(!in_progress(dir.path()));
         std::fs::create_dir(dir.path().join("kubeadm-upgraded-manifests123")).unwrap();
         assert!(in_progress(dir.path()));
