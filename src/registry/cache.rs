@@ -218,7 +218,7 @@ impl<'a, R: Resolver> CachingResolver<'a, R> {
             .unwrap_or_default()
     }
 
-    fn from_cache(&self, image: &ImageRef, why: String) -> Option<Resolution> {
+    fn cached(&self, image: &ImageRef, why: String) -> Option<Resolution> {
         let entry = self.cache.get(image)?;
         let digest = Digest::parse(&entry.digest).ok()?;
         if let Ok(mut h) = self.hits.lock() {
@@ -245,7 +245,7 @@ fn unreachable(kind: ErrorKind) -> bool {
 impl<R: Resolver> Resolver for CachingResolver<'_, R> {
     async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
         if self.offline {
-            return self.from_cache(image, "offline".into()).ok_or_else(|| {
+            return self.cached(image, "offline".into()).ok_or_else(|| {
                 Failure::new(
                     ErrorKind::Config,
                     "offline, and the digest cache has no entry for this tag",
@@ -258,7 +258,7 @@ impl<R: Resolver> Resolver for CachingResolver<'_, R> {
                 self.cache.record(image, &r);
                 Ok(r)
             }
-            Err(e) if unreachable(e.kind) => match self.from_cache(image, e.kind.to_string()) {
+            Err(e) if unreachable(e.kind) => match self.cached(image, e.kind.to_string()) {
                 Some(r) => Ok(r),
                 None => Err(e),
             },
