@@ -69,14 +69,22 @@ fn main() {
     let oneshot_file = oneshot_dir.join("kube-scheduler.yaml");
     let mut oneshot = Vec::new();
     for i in 0..22 {
-        std::fs::write(&oneshot_file, pod("kube-scheduler", &image, &format!("o{i}"))).unwrap();
+        std::fs::write(
+            &oneshot_file,
+            pod("kube-scheduler", &image, &format!("o{i}")),
+        )
+        .unwrap();
         let start = Instant::now();
         let out = node
             .command("pin", &[oneshot_file.to_str().unwrap()], &[])
             .output()
             .unwrap();
         let took = start.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if i >= 2 {
             oneshot.push(took);
         }
@@ -84,7 +92,9 @@ fn main() {
 
     let (daemon, ready) = start(&node);
     let pid = daemon.id();
-    ready.recv_timeout(Duration::from_secs(30)).expect("READY=1");
+    ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("READY=1");
     std::thread::sleep(Duration::from_millis(500));
     let rss_start = rss_kib(pid);
 
@@ -102,7 +112,7 @@ fn main() {
         .watch(&node.manifests(), RecursiveMode::NonRecursive)
         .unwrap();
 
-    let mut measure = |tag: &str, digest: &str, marker: &str| -> Duration {
+    let measure = |tag: &str, digest: &str, marker: &str| -> Duration {
         let img = format!("{host}/kube-scheduler:{tag}");
         let staged = staging.join("kube-scheduler.yaml");
         std::fs::write(&staged, pod("kube-scheduler", &img, marker)).unwrap();
@@ -114,7 +124,10 @@ fn main() {
             let (at, e) = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("no pinned rename within 30 s");
-            let renamed = matches!(e.kind, notify::EventKind::Modify(notify::event::ModifyKind::Name(_)));
+            let renamed = matches!(
+                e.kind,
+                notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
             if renamed
                 && at > t0
                 && e.paths.iter().any(|p| p == &file)
@@ -161,9 +174,20 @@ fn main() {
     let (cm, cp) = (median(&mut coldl), p99(&mut coldl));
     let debounce = Duration::from_millis(DEBOUNCE_MS);
     println!("staticpin watch benchmark (debounce {DEBOUNCE_MS} ms, {changes} changes each)");
-    println!("  one-shot `staticpin pin FILE`   median {:>8.1} ms", ms(one));
-    println!("  watch, warm: rename → pinned    median {:>8.1} ms   p99 {:>8.1} ms", ms(wm), ms(wp));
-    println!("  watch, cold: rename → pinned    median {:>8.1} ms   p99 {:>8.1} ms", ms(cm), ms(cp));
+    println!(
+        "  one-shot `staticpin pin FILE`   median {:>8.1} ms",
+        ms(one)
+    );
+    println!(
+        "  watch, warm: rename → pinned    median {:>8.1} ms   p99 {:>8.1} ms",
+        ms(wm),
+        ms(wp)
+    );
+    println!(
+        "  watch, cold: rename → pinned    median {:>8.1} ms   p99 {:>8.1} ms",
+        ms(cm),
+        ms(cp)
+    );
     let net = wm.saturating_sub(debounce);
     println!(
         "  warm median − debounce = {:.1} ms = {:.2} × one-shot (target ≤ 0.5)",
@@ -190,7 +214,10 @@ fn start(node: &Node) -> (Child, mpsc::Receiver<()>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
                 let _ = tx.send(());
             }
         }
@@ -206,8 +233,17 @@ fn start(node: &Node) -> (Child, mpsc::Receiver<()>) {
         .stderr(Stdio::null())
         .args(["watch", "--config"])
         .arg(node.path("config.yaml"))
-        .args(["--log-target", "stderr", "--insecure-registry", &node.reg.host])
-        .args(["--no-health-gate", "--debounce", &format!("{DEBOUNCE_MS}ms")])
+        .args([
+            "--log-target",
+            "stderr",
+            "--insecure-registry",
+            &node.reg.host,
+        ])
+        .args([
+            "--no-health-gate",
+            "--debounce",
+            &format!("{DEBOUNCE_MS}ms"),
+        ])
         .arg("--kubeadm-tmp-dir")
         .arg(node.path("kubeadm-tmp"))
         .spawn()
@@ -242,6 +278,10 @@ fn cpu_ns(pid: u32) -> u64 {
         .unwrap()
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
         .sum()
 }
