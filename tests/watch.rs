@@ -31,6 +31,10 @@ struct Watch {
 }
 
 fn watch(node: &Node, extra: &[&str]) -> Watch {
+    watch_env(node, extra, &[])
+}
+
+fn watch_env(node: &Node, extra: &[&str], env: &[(&str, &str)]) -> Watch {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let sock_path = node.path(&format!("notify-{}.sock", N.fetch_add(1, Ordering::SeqCst)));
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -56,6 +60,7 @@ fn watch(node: &Node, extra: &[&str]) -> Watch {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", node.path("home"))
         .env("NOTIFY_SOCKET", &sock_path)
+        .envs(env.iter().copied())
         .current_dir(node.path("cwd"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -503,8 +508,10 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
 fn sighup_reloads_or_keeps_the_old_config_and_sigterm_exits_quickly() {
     let node = Node::new("");
     let digest = node.push("etcd", "3.5.16-0");
-    let mut w = watch(&node, &[]);
+    // WatchdogSec=1s: the loop itself pings at half that, idle or not.
+    let mut w = watch_env(&node, &[], &[("WATCHDOG_USEC", "1000000")]);
     w.wait_note("READY=1", 1);
+    w.wait_note("WATCHDOG=1", 2);
 
     let config = node.path("config.yaml");
     let good = read(&config);

@@ -127,14 +127,16 @@ pub async fn run(load: Loader) -> u8 {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut d = Daemon::new(setup, tx);
     d.arm();
-    let watchdog = notify::watchdog_interval();
+    let mut watchdog = Watchdog::new(notify::watchdog_interval());
     let mut pending = true;
     let mut ready = false;
     let mut resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
     loop {
         if pending && !d.held() {
             pending = false;
-            if d.pass_unless_stopped(&mut term, &mut int, watchdog).await {
+            if d.pass_unless_stopped(&mut term, &mut int, &mut watchdog)
+                .await
+            {
                 break;
             }
         }
@@ -180,7 +182,7 @@ pub async fn run(load: Loader) -> u8 {
             // While held for a kubeadm upgrade, look again each second; the
             // tmp dir's own events usually come first.
             _ = tokio::time::sleep(Duration::from_secs(1)), if pending => {}
-            _ = tick(watchdog) => notify::watchdog(),
+            () = watchdog.due() => watchdog.ping(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -195,10 +197,31 @@ pub async fn run(load: Loader) -> u8 {
     crate::cli::EXIT_OK
 }
 
-async fn tick(every: Option<Duration>) {
-    match every {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+/// `WATCHDOG=1` on a fixed schedule: a deadline kept across loop turns,
+/// so a steady stream of events cannot keep postponing it.
+struct Watchdog {
+    every: Option<Duration>,
+    next: tokio::time::Instant,
+}
+
+impl Watchdog {
+    fn new(every: Option<Duration>) -> Watchdog {
+        Watchdog {
+            every,
+            next: tokio::time::Instant::now() + every.unwrap_or_default(),
+        }
+    }
+
+    async fn due(&self) {
+        match self.every {
+            Some(_) => tokio::time::sleep_until(self.next).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn ping(&mut self) {
+        notify::watchdog();
+        self.next = tokio::time::Instant::now() + self.every.unwrap_or_default();
     }
 }
 
@@ -333,7 +356,7 @@ impl Daemon {
         &mut self,
         term: &mut Signal,
         int: &mut Signal,
-        watchdog: Option<Duration>,
+        watchdog: &mut Watchdog,
     ) -> bool {
         let pass = self.pass();
         tokio::pin!(pass);
@@ -342,7 +365,7 @@ impl Daemon {
                 () = &mut pass => return false,
                 _ = term.recv() => return true,
                 _ = int.recv() => return true,
-                _ = tick(watchdog) => notify::watchdog(),
+                () = watchdog.due() => watchdog.ping(),
             }
         }
     }
