@@ -60,6 +60,21 @@ pub struct Fragment {
     pub metrics_file: Option<PathBuf>,
     /// `update`: move pins whose tag now names another digest.
     pub update: Option<bool>,
+    // --- watch daemon keys ---
+    /// `stateDir`.
+    pub state_dir: Option<PathBuf>,
+    /// `debounce`, bounded while it is read.
+    #[serde(default, deserialize_with = "duration::deserialize_timeout")]
+    pub debounce: Option<Duration>,
+    /// `resync`, bounded while it is read.
+    #[serde(default, deserialize_with = "duration::deserialize_timeout")]
+    pub resync: Option<Duration>,
+    /// `kubeadmTmpDir`.
+    pub kubeadm_tmp_dir: Option<PathBuf>,
+    /// `healthGate`.
+    pub health_gate: Option<bool>,
+    /// `offline`.
+    pub offline: Option<bool>,
     /// Which file set each key, so validation can blame the right one. A key
     /// set without an entry here came from the command line or from code.
     #[serde(skip)]
@@ -134,6 +149,12 @@ impl Fragment {
             policy,
             metrics_file: later.metrics_file.or(self.metrics_file),
             update: later.update.or(self.update),
+            state_dir: later.state_dir.or(self.state_dir),
+            debounce: later.debounce.or(self.debounce),
+            resync: later.resync.or(self.resync),
+            kubeadm_tmp_dir: later.kubeadm_tmp_dir.or(self.kubeadm_tmp_dir),
+            health_gate: later.health_gate.or(self.health_gate),
+            offline: later.offline.or(self.offline),
             origins,
         }
     }
@@ -156,6 +177,12 @@ impl Fragment {
             ("retries", self.retries.is_some()),
             ("concurrency", self.concurrency.is_some()),
             ("digestOnly", self.digest_only.is_some()),
+            ("stateDir", self.state_dir.is_some()),
+            ("debounce", self.debounce.is_some()),
+            ("resync", self.resync.is_some()),
+            ("kubeadmTmpDir", self.kubeadm_tmp_dir.is_some()),
+            ("healthGate", self.health_gate.is_some()),
+            ("offline", self.offline.is_some()),
             (
                 "admission.enabled",
                 admission.is_some_and(|a| a.enabled.is_some()),

@@ -35,6 +35,16 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 /// probing; kubelet relists every 20 s.
 pub const DEFAULT_HEALTH_SETTLE: Duration = Duration::from_secs(25);
 
+// --- watch daemon defaults ---
+/// The daemon's own state: the digest cache and the health-gate memory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/staticpin";
+/// How long the daemon lets a burst of file events settle before a pass.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
+/// The daemon's periodic full pass, catching anything an event missed.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// Where `kubeadm upgrade` stages new manifests while it runs.
+pub const DEFAULT_KUBEADM_TMP_DIR: &str = "/etc/kubernetes/tmp";
+
 /// The highest `concurrency` accepted; more would only get staticpin
 /// rate-limited by registries that a handful of static pods never need.
 pub const MAX_CONCURRENCY: u64 = 256;
@@ -79,6 +89,19 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// Move pins whose tag now resolves to another (verified) digest.
     pub update: bool,
+    // --- watch daemon settings ---
+    /// The digest cache (`digests.json`) and the daemon's memory live here.
+    pub state_dir: PathBuf,
+    /// Quiet time after a file event before the daemon's pass.
+    pub debounce: Duration,
+    /// The daemon's periodic full pass.
+    pub resync: Duration,
+    /// A `kubeadm-upgraded-manifests*` directory here means an upgrade runs.
+    pub kubeadm_tmp_dir: PathBuf,
+    /// The daemon gates kube-apiserver.yaml changes on its health.
+    pub health_gate: bool,
+    /// Pin from the digest cache only; ask no registry.
+    pub offline: bool,
 }
 
 /// Whether `pin` wires ImagePolicyWebhook into kube-apiserver.yaml (and
@@ -112,6 +135,12 @@ impl Default for Settings {
             policy: Policy::default(),
             metrics_file: None,
             update: false,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            debounce: DEFAULT_DEBOUNCE,
+            resync: DEFAULT_RESYNC,
+            kubeadm_tmp_dir: PathBuf::from(DEFAULT_KUBEADM_TMP_DIR),
+            health_gate: true,
+            offline: false,
         }
     }
 }
@@ -231,6 +260,13 @@ impl Settings {
             policy,
             metrics_file,
             update: fragment.update.unwrap_or(defaults.update),
+            state_dir: path("stateDir", fragment.state_dir.clone())?.unwrap_or(defaults.state_dir),
+            debounce: timeout("debounce", fragment.debounce, defaults.debounce)?,
+            resync: timeout("resync", fragment.resync, defaults.resync)?,
+            kubeadm_tmp_dir: path("kubeadmTmpDir", fragment.kubeadm_tmp_dir.clone())?
+                .unwrap_or(defaults.kubeadm_tmp_dir),
+            health_gate: fragment.health_gate.unwrap_or(defaults.health_gate),
+            offline: fragment.offline.unwrap_or(defaults.offline),
         })
     }
 }

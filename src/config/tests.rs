@@ -386,7 +386,8 @@ fn every_key_parses() {
          timeout: 2.5\nconnectTimeout: 1\ndeadline: 90\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
          admission:\n  enabled: false\n  configFile: /a.yaml\n\
          policy:\n  trustedRegistries: [registry.k8s.io, 'myreg:5000/team/']\n  untrusted: deny\n\
-         metricsFile: /metrics/staticpin.prom\nupdate: true\n",
+         metricsFile: /metrics/staticpin.prom\nupdate: true\n\
+         stateDir: /s\ndebounce: 100ms\nresync: 1m\nkubeadmTmpDir: /t\nhealthGate: false\noffline: true\n",
     );
     let s = result.unwrap();
     assert_eq!(
@@ -418,6 +419,12 @@ fn every_key_parses() {
             .unwrap(),
             metrics_file: Some("/metrics/staticpin.prom".into()),
             update: true,
+            state_dir: "/s".into(),
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(60),
+            kubeadm_tmp_dir: "/t".into(),
+            health_gate: false,
+            offline: true,
         }
     );
 }
