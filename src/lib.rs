@@ -16,6 +16,7 @@
 //!   back up, compare-and-swap write, health gate, report.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
+//! - [`serve`]: the webhook server on loopback (mutual TLS, reload, drain, metrics).
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
 // No unwrap outside tests: a panic on a control-plane node is a failed run
@@ -35,3 +36,4 @@ pub mod pass;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod serve;
