@@ -572,7 +572,9 @@ pub fn init_local(opts: &InitOptions, local: &LocalOptions) -> Result<InitReport
     let mut header = local_header(&opts, local, &dir);
 
     if !opts.force {
-        if let Some(report) = already_matching(&dir, local, [&serve_cert, &serve_key, &serve_ca, &dropin]) {
+        if let Some(report) =
+            already_matching(&dir, local, [&serve_cert, &serve_key, &serve_ca, &dropin])
+        {
             return report;
         }
     }
@@ -623,8 +625,14 @@ fn already_matching(
     local: &LocalOptions,
     serve_files: [&PathBuf; 4],
 ) -> Option<Result<InitReport, InitError>> {
-    let admission_files = [CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, KUBECONFIG_FILE, CONFIG_FILE]
-        .map(|f| dir.join(f));
+    let admission_files = [
+        CA_FILE,
+        CLIENT_CERT_FILE,
+        CLIENT_KEY_FILE,
+        KUBECONFIG_FILE,
+        CONFIG_FILE,
+    ]
+    .map(|f| dir.join(f));
     let all: Vec<PathBuf> = serve_files
         .iter()
         .map(|p| p.to_path_buf())
@@ -645,7 +653,10 @@ fn already_matching(
     if ends.iter().any(|c| c.level != preflight::Level::Pass) {
         return None;
     }
-    let files = all.into_iter().map(|p| (p, FileOutcome::Unchanged)).collect();
+    let files = all
+        .into_iter()
+        .map(|p| (p, FileOutcome::Unchanged))
+        .collect();
     let config_file = dir.join(CONFIG_FILE);
     let (admission, findings) = preflight(&config_file, &[dir.to_path_buf()]);
     let report = InitReport {

@@ -127,7 +127,13 @@ pub struct EndCheck {
 /// complete a handshake, and how long their certificates last.
 pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
     let mut out = Vec::new();
-    let mut push = |level, check, message: String| out.push(EndCheck { level, check, message });
+    let mut push = |level, check, message: String| {
+        out.push(EndCheck {
+            level,
+            check,
+            message,
+        })
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let now = UnixTime::now();
 
@@ -136,13 +142,23 @@ pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
         (Ok(cas), Ok(chain)) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add_parsable_certificates(cas);
-            let host = https_host(&client.server).unwrap_or("").trim_matches(['[', ']']);
+            let host = https_host(&client.server)
+                .unwrap_or("")
+                .trim_matches(['[', ']']);
             let verdict = ServerName::try_from(host.to_string())
-                .map_err(|e| format!("the kubeconfig server {:?} has no usable host: {e}", client.server))
+                .map_err(|e| {
+                    format!(
+                        "the kubeconfig server {:?} has no usable host: {e}",
+                        client.server
+                    )
+                })
                 .and_then(|name| {
-                    let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| format!("the kubeconfig CA is unusable: {e}"))?;
+                    let v = WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| format!("the kubeconfig CA is unusable: {e}"))?;
                     v.verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
                         .map(|_| ())
                         .map_err(|e| e.to_string())
@@ -163,8 +179,16 @@ pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
                 ),
             }
         }
-        (Err(e), _) => push(Level::Fail, "webhook-serving-pair", format!("the kubeconfig's CA {e}")),
-        (_, Err(e)) => push(Level::Fail, "webhook-serving-pair", format!("serve.tlsCert {e}")),
+        (Err(e), _) => push(
+            Level::Fail,
+            "webhook-serving-pair",
+            format!("the kubeconfig's CA {e}"),
+        ),
+        (_, Err(e)) => push(
+            Level::Fail,
+            "webhook-serving-pair",
+            format!("serve.tlsCert {e}"),
+        ),
     }
 
     // serve's side: does its client CA accept kube-apiserver's certificate?
@@ -172,14 +196,15 @@ pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
         (Ok(cas), Ok(chain)) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add_parsable_certificates(cas);
-            let verdict = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| format!("serve.clientCA is unusable: {e}"))
-                .and_then(|v| {
-                    v.verify_client_cert(&chain[0], &chain[1..], now)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                });
+            let verdict =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("serve.clientCA is unusable: {e}"))
+                    .and_then(|v| {
+                        v.verify_client_cert(&chain[0], &chain[1..], now)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    });
             match verdict {
                 Ok(()) => push(
                     Level::Pass,
@@ -196,13 +221,24 @@ pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
                 ),
             }
         }
-        (Err(e), _) => push(Level::Fail, "webhook-client-pair", format!("serve.clientCA {e}")),
-        (_, Err(e)) => push(Level::Fail, "webhook-client-pair", format!("the kubeconfig's client certificate {e}")),
+        (Err(e), _) => push(
+            Level::Fail,
+            "webhook-client-pair",
+            format!("serve.clientCA {e}"),
+        ),
+        (_, Err(e)) => push(
+            Level::Fail,
+            "webhook-client-pair",
+            format!("the kubeconfig's client certificate {e}"),
+        ),
     }
 
     for (what, pem) in [
         ("the kubeconfig's CA", &client.ca_pem),
-        ("the kubeconfig's client certificate", &client.client_cert_pem),
+        (
+            "the kubeconfig's client certificate",
+            &client.client_cert_pem,
+        ),
         ("serve.tlsCert", &serve.cert_pem),
         ("serve.clientCA", &serve.client_ca_pem),
     ] {

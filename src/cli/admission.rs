@@ -34,7 +34,11 @@ pub enum AdmissionCommand {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The webhook backend; kube-apiserver POSTs ImageReviews to exactly this URL.
-    #[arg(long, value_name = "https://HOST[:PORT]/PATH", required_unless_present = "local_webhook")]
+    #[arg(
+        long,
+        value_name = "https://HOST[:PORT]/PATH",
+        required_unless_present = "local_webhook"
+    )]
     pub webhook_url: Option<String>,
 
     /// PEM CA bundle that verifies the backend's serving certificate.

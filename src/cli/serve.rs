@@ -102,10 +102,14 @@ pub fn run(args: ServeArgs) -> u8 {
     let config_flag = args.config.clone();
     let opts = serve::Options {
         timeouts: serve::conn::Timeouts {
-            request: args.request_timeout.unwrap_or(serve::DEFAULT_REQUEST_TIMEOUT),
+            request: args
+                .request_timeout
+                .unwrap_or(serve::DEFAULT_REQUEST_TIMEOUT),
             idle: args.idle_timeout.unwrap_or(serve::DEFAULT_IDLE_TIMEOUT),
         },
-        max_connections: args.max_connections.unwrap_or(serve::DEFAULT_MAX_CONNECTIONS),
+        max_connections: args
+            .max_connections
+            .unwrap_or(serve::DEFAULT_MAX_CONNECTIONS),
         load: Box::new(move || config_flag.load(fragment.clone())),
     };
     match runtime.block_on(serve::run(opts)) {

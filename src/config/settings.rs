@@ -280,14 +280,14 @@ impl Settings {
                 ),
             ));
         }
-        let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default())
-            .map_err(|e| match e {
+        let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default()).map_err(
+            |e| match e {
                 PolicyError::Invalid { key, reason } => invalid(&key, reason),
-                PolicyError::Prefix { prefix, reason } => invalid(
-                    "policy.trustedRegistries",
-                    format!("{prefix:?}: {reason}"),
-                ),
-            })?;
+                PolicyError::Prefix { prefix, reason } => {
+                    invalid("policy.trustedRegistries", format!("{prefix:?}: {reason}"))
+                }
+            },
+        )?;
 
         Ok(Settings {
             manifest_dir,

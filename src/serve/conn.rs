@@ -154,7 +154,9 @@ pub async fn serve<T, F, Fut, B>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
-    let tick = Duration::from_millis(250).min(timeouts.request / 4).max(Duration::from_millis(10));
+    let tick = Duration::from_millis(250)
+        .min(timeouts.request / 4)
+        .max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -82,8 +82,10 @@ pub async fn decisions(req: Request<Incoming>, shared: Arc<Shared>) -> Result<An
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{endpoint} takes POST only"),
         );
-        r.headers_mut()
-            .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("POST"),
+        );
         return Ok(r);
     }
     // Refuse a declared oversize at once rather than read a mebibyte first.
@@ -132,7 +134,15 @@ fn image_review(shared: &Shared, body: &[u8], start: Instant) -> Answer {
     let loaded = shared.current();
     let decision = decide(&request, &loaded.policy, loaded.mode);
     let answer = serde_json::to_vec(&ImageReviewResponse::from_decision(&decision));
-    finish(shared, IMAGE_POLICY_PATH, &request.images, &decision, answer, start, None)
+    finish(
+        shared,
+        IMAGE_POLICY_PATH,
+        &request.images,
+        &decision,
+        answer,
+        start,
+        None,
+    )
 }
 
 fn admission_review(shared: &Shared, body: &[u8], start: Instant) -> Answer {
@@ -146,7 +156,10 @@ fn admission_review(shared: &Shared, body: &[u8], start: Instant) -> Answer {
     };
     let loaded = shared.current();
     let decision = decide(&request, &loaded.policy, loaded.mode);
-    let answer = serde_json::to_vec(&AdmissionReviewResponse::from_decision(review.uid(), &decision));
+    let answer = serde_json::to_vec(&AdmissionReviewResponse::from_decision(
+        review.uid(),
+        &decision,
+    ));
     finish(
         shared,
         VALIDATE_PATH,
@@ -181,7 +194,9 @@ fn finish(
     };
     let verdict = if decision.allowed { "allow" } else { "deny" };
     let reason = decision.outcome.code();
-    shared.metrics.decision(endpoint, verdict, reason, start.elapsed());
+    shared
+        .metrics
+        .decision(endpoint, verdict, reason, start.elapsed());
     log_decision(endpoint, images, decision, verdict, reason, uid);
     json(body)
 }

@@ -28,7 +28,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn decision(&self, endpoint: &'static str, verdict: &'static str, reason: &'static str, took: Duration) {
+    pub fn decision(
+        &self,
+        endpoint: &'static str,
+        verdict: &'static str,
+        reason: &'static str,
+        took: Duration,
+    ) {
         if let Ok(mut map) = self.decisions.lock() {
             *map.entry((endpoint, verdict, reason)).or_default() += 1;
         }
@@ -63,7 +69,10 @@ impl Metrics {
             }
         }
         let _ = writeln!(out, "# HELP staticpin_serve_decision_duration_seconds Time from a complete request body to its answer.");
-        let _ = writeln!(out, "# TYPE staticpin_serve_decision_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# TYPE staticpin_serve_decision_duration_seconds histogram"
+        );
         for (bound, counter) in BUCKETS.iter().zip(&self.buckets) {
             let _ = writeln!(
                 out,
@@ -72,25 +81,40 @@ impl Metrics {
             );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "staticpin_serve_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "staticpin_serve_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "staticpin_serve_decision_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "staticpin_serve_decision_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "staticpin_serve_decision_duration_seconds_count {count}"
+        );
         let _ = writeln!(out, "# HELP staticpin_serve_refused_requests_total Requests answered with an error status, by status.");
         let _ = writeln!(out, "# TYPE staticpin_serve_refused_requests_total counter");
         if let Ok(map) = self.refused.lock() {
             for (code, n) in map.iter() {
-                let _ = writeln!(out, "staticpin_serve_refused_requests_total{{code=\"{code}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "staticpin_serve_refused_requests_total{{code=\"{code}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(out, "# HELP staticpin_serve_tls_handshake_failures_total Connections that failed or timed out in the TLS handshake (no or untrusted client certificate, plain HTTP).");
-        let _ = writeln!(out, "# TYPE staticpin_serve_tls_handshake_failures_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE staticpin_serve_tls_handshake_failures_total counter"
+        );
         let _ = writeln!(
             out,
             "staticpin_serve_tls_handshake_failures_total {}",
             self.handshake_failures.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP staticpin_serve_policy_reloads_total Reloads on SIGHUP, by result.");
+        let _ = writeln!(
+            out,
+            "# HELP staticpin_serve_policy_reloads_total Reloads on SIGHUP, by result."
+        );
         let _ = writeln!(out, "# TYPE staticpin_serve_policy_reloads_total counter");
         let _ = writeln!(
             out,

@@ -11,7 +11,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::admission::preflight::{key_matches_cert, parse_cert_chain, parse_private_key, KeyMatch};
+use crate::admission::preflight::{
+    key_matches_cert, parse_cert_chain, parse_private_key, KeyMatch,
+};
 use crate::config::ServeSettings;
 
 /// Reads the three files `serve` needs and builds the TLS configuration.
@@ -39,8 +41,8 @@ fn build(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<Arc<Server
     let at = |key: &str, path: &Path, why: String| format!("serve.{key} {}: {why}", path.display());
     let chain = parse_cert_chain(&read(cert_path, "tlsCert")?)
         .map_err(|why| at("tlsCert", cert_path, why))?;
-    let key = parse_private_key(&read(key_path, "tlsKey")?)
-        .map_err(|why| at("tlsKey", key_path, why))?;
+    let key =
+        parse_private_key(&read(key_path, "tlsKey")?).map_err(|why| at("tlsKey", key_path, why))?;
     if let Some(leaf) = chain.first() {
         if let Ok(KeyMatch::No) = key_matches_cert(leaf, key.clone_key()) {
             return Err(at(
@@ -50,7 +52,8 @@ fn build(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<Arc<Server
             ));
         }
     }
-    let roots = client_roots(&read(ca_path, "clientCA")?).map_err(|why| at("clientCA", ca_path, why))?;
+    let roots =
+        client_roots(&read(ca_path, "clientCA")?).map_err(|why| at("clientCA", ca_path, why))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())

@@ -535,20 +535,21 @@ pub fn client_end(path: &Path) -> Result<ClientEnd, String> {
         .and_then(|u| u.user.clone())
         .ok_or_else(|| at("users", format!("no user named {user_name:?}")))?;
     let base = parent(path).to_path_buf();
-    let load = |data: &Option<String>, file: &Option<String>, field: &str| -> Result<Vec<u8>, String> {
-        if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
-            return base64::engine::general_purpose::STANDARD
-                .decode(d.trim())
-                .map_err(|e| at(&format!("{field}-data"), format!("is not base64: {e}")));
-        }
-        match file.as_deref().filter(|f| !f.is_empty()) {
-            Some(f) => {
-                let p = resolve(&base, f);
-                fs::read(&p).map_err(|e| at(field, format!("cannot read {}: {e}", p.display())))
+    let load =
+        |data: &Option<String>, file: &Option<String>, field: &str| -> Result<Vec<u8>, String> {
+            if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
+                return base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .map_err(|e| at(&format!("{field}-data"), format!("is not base64: {e}")));
             }
-            None => Err(at(field, "is not set".to_string())),
-        }
-    };
+            match file.as_deref().filter(|f| !f.is_empty()) {
+                Some(f) => {
+                    let p = resolve(&base, f);
+                    fs::read(&p).map_err(|e| at(field, format!("cannot read {}: {e}", p.display())))
+                }
+                None => Err(at(field, "is not set".to_string())),
+            }
+        };
     Ok(ClientEnd {
         server: cluster.server.clone().unwrap_or_default(),
         ca_pem: load(
