@@ -271,11 +271,16 @@ impl Settings {
             mode: serve_fragment.mode.unwrap_or_default(),
         };
         if serve.listen == serve.metrics_listen {
+            // Blame the key that was set: the other one is at its default.
+            let (key, other) = if serve_fragment.metrics_listen.is_some() {
+                ("serve.metricsListen", "serve.listen")
+            } else {
+                ("serve.listen", "serve.metricsListen")
+            };
             return Err(invalid(
-                "serve.metricsListen",
+                key,
                 format!(
-                    "must differ from serve.listen ({}): metrics are never served on the \
-                     decision port",
+                    "must differ from {other} ({}): metrics are never served on the decision port",
                     serve.listen
                 ),
             ));
