@@ -276,3 +276,86 @@ fn expiry(what: &str, der: &CertificateDer<'_>) -> Option<(Level, String)> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(pki: &LocalPki) -> (ClientEnd, ServeEnd) {
+        (
+            ClientEnd {
+                server: "https://127.0.0.1:8443/imagepolicy".into(),
+                ca_pem: pki.serving_ca.clone().into_bytes(),
+                client_cert_pem: pki.client_cert.clone().into_bytes(),
+            },
+            ServeEnd {
+                cert_pem: pki.serve_cert.clone().into_bytes(),
+                client_ca_pem: pki.client_ca.clone().into_bytes(),
+            },
+        )
+    }
+
+    fn levels(checks: &[EndCheck]) -> Vec<(&'static str, Level)> {
+        checks.iter().map(|c| (c.check, c.level)).collect()
+    }
+
+    #[test]
+    fn a_generated_pair_matches_and_crossed_ends_do_not() {
+        let pki = generate().unwrap();
+        let (client, serve) = ends(&pki);
+        assert_eq!(
+            levels(&check_ends(&client, &serve)),
+            [
+                ("webhook-serving-pair", Level::Pass),
+                ("webhook-client-pair", Level::Pass),
+                ("webhook-cert-expiry", Level::Pass),
+            ]
+        );
+        // The two CAs are separate: neither verifies the other side's certificate.
+        let crossed_client = ClientEnd {
+            ca_pem: pki.client_ca.clone().into_bytes(),
+            ..client.clone()
+        };
+        let crossed_serve = ServeEnd {
+            client_ca_pem: pki.serving_ca.clone().into_bytes(),
+            cert_pem: serve.cert_pem.clone(),
+        };
+        let checks = check_ends(&crossed_client, &crossed_serve);
+        assert_eq!(checks[0].level, Level::Fail, "{}", checks[0].message);
+        assert_eq!(checks[1].level, Level::Fail, "{}", checks[1].message);
+        // A URL whose host is not in serve's certificate.
+        let other_host = ClientEnd {
+            server: "https://10.0.0.1:8443/imagepolicy".into(),
+            ..client
+        };
+        let checks = check_ends(&other_host, &serve);
+        assert_eq!(checks[0].level, Level::Fail);
+        assert!(
+            checks[0].message.contains("10.0.0.1"),
+            "{}",
+            checks[0].message
+        );
+    }
+
+    #[test]
+    fn expiry_warns_thirty_days_ahead_and_fails_after() {
+        let key = KeyPair::generate().unwrap();
+        let cert = |days: i64| {
+            let mut p = params("soon", 0).unwrap();
+            p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+            p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+            p.self_signed(&key).unwrap().der().clone()
+        };
+        assert!(expiry("x", &cert(31)).is_none());
+        let (level, message) = expiry("serve.tlsCert", &cert(10)).unwrap();
+        assert_eq!(level, Level::Warn);
+        assert!(
+            message.contains("expires in 9 day") || message.contains("expires in 10 day"),
+            "{message}"
+        );
+        assert!(message.contains("--local-webhook --force"), "{message}");
+        let (level, message) = expiry("serve.tlsCert", &cert(-1)).unwrap();
+        assert_eq!(level, Level::Fail);
+        assert!(message.contains("has expired"), "{message}");
+    }
+}
