@@ -33,7 +33,7 @@ impl Node {
     fn new() -> Node {
         let sb = Sandbox::new();
         for d in ["admission", "manifests", "input"] {
-            fs::create_dir(sb.path(d)).unwrap();
+            fs::create_dir_all(sb.path(d)).unwrap();
         }
         let pki = Pki::new(&sb.path("input"), "webhook");
         let (client_cert, client_key) = pki.client_cert("kube-apiserver-imagepolicy");

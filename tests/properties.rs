@@ -240,3 +240,138 @@ proptest! {
         prop_assert_eq!(std::fs::read_to_string(&file).unwrap(), new);
     }
 }
+
+// The manifest reader against arbitrary input: it answers (a Pod or a
+// refusal) without panicking, quickly, and whatever it accepts it can edit
+// and verify.
+
+use std::time::{Duration, Instant};
+
+use staticpin::manifest::parse::inspect;
+use staticpin::manifest::splice::{apply, verify, Edit};
+
+/// Reads, pins and verifies `text`; `limit` bounds the time (debug build,
+/// shared machine: generous, but a quadratic blow-up still fails).
+fn exercise_reader(text: &str, limit: Duration) {
+    let start = Instant::now();
+    if let Ok(pod) = inspect(text) {
+        for s in &pod.images {
+            assert!(text.get(s.inner.clone()).is_some(), "{:?}", s.inner);
+        }
+        let edits: Vec<Edit> = pod
+            .images
+            .iter()
+            .map(|s| Edit {
+                site: s.clone(),
+                new_value: format!("{}@sha256:{}", s.value, "4".repeat(64)),
+            })
+            .collect();
+        let new = apply(text, &edits);
+        // Whatever the reader accepts, pinning must verify: a failure here
+        // would reach users as "this is a staticpin bug".
+        if let Err(e) = verify(text, &new, &edits) {
+            panic!("accepted but pinning does not verify ({e}): {text:?}");
+        }
+    }
+    let _ = verify(text, text, &[]);
+    let took = start.elapsed();
+    assert!(took < limit, "took {took:?} on {} bytes", text.len());
+}
+
+fn yamlish() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("- "),
+        Just("["),
+        Just("]"),
+        Just("{"),
+        Just("}"),
+        Just(", "),
+        Just(": "),
+        Just("\n"),
+        Just("\r\n"),
+        Just("\r"),
+        Just("  "),
+        Just("\t"),
+        Just("image"),
+        Just("containers"),
+        Just("volumes"),
+        Just("reference"),
+        Just("spec"),
+        Just("kind: Pod\n"),
+        Just("&a "),
+        Just("*a"),
+        Just("<<"),
+        Just("'"),
+        Just("\""),
+        Just("# "),
+        Just("---\n"),
+        Just("...\n"),
+        Just("\u{2028}"),
+        Just("\u{85}"),
+        Just("\u{feff}"),
+        Just("!!str "),
+        Just("!!binary "),
+        Just("? "),
+        Just("|\n"),
+        Just(">-\n"),
+        Just("%YAML 1.1\n"),
+        Just("\\"),
+        Just("reg:5000/a:1"),
+        Just("é"),
+        Just("~"),
+        Just("yes"),
+        Just("0x1F"),
+        Just("@sha256:"),
+    ];
+    prop::collection::vec(token, 0..120).prop_map(|v| v.concat())
+}
+
+const POD_PREFIX: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: a\n    image: ";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn manifest_reader_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        exercise_reader(&String::from_utf8_lossy(&bytes), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn manifest_reader_survives_yamlish_text(text in yamlish(), in_pod in any::<bool>()) {
+        if in_pod {
+            exercise_reader(&format!("{POD_PREFIX}{text}"), Duration::from_secs(2));
+        } else {
+            exercise_reader(&text, Duration::from_secs(2));
+        }
+    }
+}
+
+#[test]
+fn manifest_reader_survives_large_hostile_input() {
+    let laughs = {
+        let mut t = String::from("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let prev = format!("*l{}", i - 1);
+            t.push_str(&format!(
+                "    l{i}: &l{i} [{}]\n",
+                [prev.as_str(); 10].join(", ")
+            ));
+        }
+        t.push_str("spec:\n  containers:\n  - {name: a, image: \"reg.example/app:1\"}\n");
+        t
+    };
+    for text in [
+        "- ".repeat(10_000),
+        "[".repeat(1 << 20),
+        "{a: ".repeat(100_000),
+        format!("{POD_PREFIX}x\n{}", "    a: b\n".repeat(100_000)),
+        format!(
+            "{POD_PREFIX}x\n    env:\n{}",
+            "    - {name: a, value: b}\n".repeat(50_000)
+        ),
+        laughs,
+        format!("{POD_PREFIX}\"{}\"\n", "\\".repeat(100_001)),
+        format!("{POD_PREFIX}'{}\n", "x".repeat(1 << 20)),
+    ] {
+        exercise_reader(&text, Duration::from_secs(90));
+    }
+}

@@ -2,8 +2,8 @@
 //! and how to change only those bytes.
 //!
 //! - [`scan`] applies kubelet's file-source rules to a path.
-//! - [`parse`] finds the image scalars of a single-Pod document with their
-//!   exact byte ranges, or says why the file is not one.
+//! - [`parse`] finds the image scalars of a Pod document with their exact
+//!   byte ranges, reading the file as kubelet does, or says why it will not.
 //! - [`splice`] rewrites those ranges and proves, with an independent YAML
 //!   parser, that nothing else in the document changed.
 
@@ -11,12 +11,28 @@ pub mod parse;
 pub mod scan;
 pub mod splice;
 
-/// kubelet reads at most this much of a manifest (`maxConfigLength`).
+/// kubelet's `maxConfigLength`: it rejects a manifest of this many bytes
+/// or more (`ReadAtMost` fails once it has handed out the limit).
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
 
+/// Whether kubelet would read a manifest of `len` bytes. Check files before
+/// reading them and every rewritten text before writing it: pinning adds
+/// 72 bytes per image, so a file near the limit can grow past it.
+pub fn check_size(len: usize) -> Result<(), String> {
+    if (len as u64) < MAX_MANIFEST_BYTES {
+        Ok(())
+    } else {
+        Err(format!(
+            "{len} bytes: kubelet rejects manifests of 10 MiB ({MAX_MANIFEST_BYTES} bytes) or more"
+        ))
+    }
+}
+
 /// Why a file was left alone. `is_error` decides whether it fails the run:
-/// a subdirectory or a Deployment in a CI folder is fine to pass over, a
-/// truncated or multi-document manifest is something kubelet would reject.
+/// a subdirectory or a Deployment in a CI folder is fine to pass over; a
+/// truncated manifest is something kubelet would reject, and one kubelet may
+/// read differently from staticpin (duplicate keys, merge keys, …) must not
+/// be reported as pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skip {
     pub reason: String,

@@ -1,4 +1,11 @@
-//! Finding the image scalars of a Pod manifest, with exact byte ranges.
+//! Finding the image scalars of a Pod manifest, with exact byte ranges, as
+//! kubelet reads the file, or a refusal saying why staticpin will not.
+//!
+//! kubelet decodes static pods with go-yaml v2 (YAML 1.1); saphyr-parser,
+//! which gives us positions, is a YAML 1.2 parser. Where the two can read
+//! the same bytes differently (duplicate keys, `<<` merges, NEL/LS/PS line
+//! breaks, tags, aliases, 1.1 scalar resolution) the file is refused here,
+//! so that every mode that goes through [`inspect`] sees the same answer.
 //!
 //! saphyr-parser's event spans say where each scalar is, but in characters,
 //! not bytes, starting at any anchor or tag, and (for quoted scalars) running
@@ -7,14 +14,31 @@
 //! the parser decoded. Anything that cannot be located unambiguously is an
 //! error for that file, never a guess.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::Skip;
+use super::{check_size, Skip};
 
 /// The container lists kubelet pulls images for.
 pub const CONTAINER_FIELDS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// `spec.volumes[].image.reference` (kubelet's ImageVolume feature) is the
+/// other place kubelet pulls images from; its sites use this `field`.
+pub const VOLUMES_FIELD: &str = "volumes";
+
+/// Real Pods nest about a dozen levels; anything far deeper is refused, so
+/// that code walking the tree recursively stays far from the stack's end.
+pub const MAX_DEPTH: usize = 64;
+
+/// Static pods have no use for aliases beyond a few; many are how YAML
+/// "billion laughs" bombs expand (go-yaml v2 rejects excessive aliasing).
+pub const MAX_ALIASES: usize = 100;
+
+/// Alias expansions (counted as serde_norway counts its "jumps") allowed in
+/// a document; serde_norway gives up at 100 per event, far above this.
+pub const MAX_ALIAS_EXPANSIONS: u64 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quoting {
@@ -23,13 +47,14 @@ pub enum Quoting {
     Double,
 }
 
-/// One `image:` value in the file.
+/// One image value in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSite {
-    /// `containers`, `initContainers` or `ephemeralContainers`.
+    /// `containers`, `initContainers`, `ephemeralContainers` or `volumes`.
     pub field: &'static str,
     /// Index within that list.
     pub index: usize,
+    /// The container's (or volume's) name.
     pub container: Option<String>,
     /// The decoded value.
     pub value: String,
@@ -38,12 +63,29 @@ pub struct ImageSite {
     pub inner: Range<usize>,
     /// 1-based line of the value.
     pub line: usize,
+    /// Inside a flow collection (`[…]`, `{…}`), where go-yaml rejects a
+    /// plain value containing `x:y`, so a pinned value must be quoted.
+    pub flow: bool,
+}
+
+impl ImageSite {
+    /// Where the value sits, e.g. `spec.containers[0].image`.
+    pub fn path(&self) -> String {
+        if self.field == VOLUMES_FIELD {
+            format!("spec.volumes[{}].image.reference", self.index)
+        } else {
+            format!("spec.{}[{}].image", self.field, self.index)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
     pub name: Option<String>,
     pub images: Vec<ImageSite>,
+    /// Things the operator should know that do not stop pinning (e.g. a
+    /// second document kubelet ignores).
+    pub notes: Vec<String>,
 }
 
 /// A minimal document tree with the positions that editing needs.
@@ -112,20 +154,43 @@ impl Node {
             Node::Alias => None,
         }
     }
+
+    fn is_empty_scalar(&self) -> bool {
+        matches!(self, Node::Scalar { value, style: ScalarStyle::Plain, .. } if value.is_empty())
+    }
+}
+
+/// The documents of a file plus what [`inspect`] needs to know about
+/// anchors: which character ranges carry an anchor that something aliases.
+pub(crate) struct Parsed {
+    pub(crate) docs: Vec<Node>,
+    /// `(range of the anchored node in chars, line of the anchor, line of an alias)`.
+    aliased_anchors: Vec<(Range<usize>, usize, usize)>,
+    /// Start (in chars) of every plain scalar inside a flow collection.
+    flow_plain: HashSet<usize>,
 }
 
 /// Decides whether `text` is a single Pod and locates its images.
 pub fn inspect(text: &str) -> Result<Pod, Skip> {
-    let docs = parse_documents(text)?;
-    let root = match docs.len() {
-        0 => return Err(Skip::error("empty file: no Pod document")),
-        1 => &docs[0],
-        n => {
-            return Err(Skip::error(format!(
-                "{n} YAML documents; kubelet reads one Pod per file"
-            )))
+    check_size(text.len()).map_err(Skip::error)?;
+    let parsed = parse(text)?;
+    let docs = &parsed.docs;
+    let root = match docs.first() {
+        None => return Err(Skip::error("empty file: no Pod document")),
+        Some(r) if r.is_empty_scalar() => {
+            return Err(Skip::error(
+                "the first document is empty; kubelet reads only the first document of a file",
+            ))
         }
+        Some(r) => r,
     };
+    let mut notes = Vec::new();
+    let later = docs[1..].iter().filter(|d| !d.is_empty_scalar()).count();
+    if later > 0 {
+        notes.push(format!(
+            "{later} more YAML document(s) after the first are ignored, as kubelet reads only the first"
+        ));
+    }
     if !matches!(root, Node::Map(_)) {
         return Err(Skip::error("top level is not a mapping, so not a Pod"));
     }
@@ -139,73 +204,202 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
         .and_then(|m| m.get("name"))
         .and_then(Node::as_str)
         .map(str::to_string);
+    let wanted = image_nodes(root)?;
+    // One pass over the text for every position, however many images.
+    let offsets = byte_offsets(
+        text,
+        wanted
+            .iter()
+            .flat_map(|w| [w.span.start.index(), w.span.end.index()]),
+    );
     let mut images = Vec::new();
-    let mut wanted = Vec::new();
-    let spec = root.get("spec");
-    for field in CONTAINER_FIELDS {
+    for (w, ends) in wanted.into_iter().zip(offsets.chunks(2)) {
+        let (start, end) = (ends[0], ends[1]);
+        let line = w.span.start.line();
+        let path = if w.field == VOLUMES_FIELD {
+            format!("spec.volumes[{}].image.reference", w.index)
+        } else {
+            format!("spec.{}[{}].image", w.field, w.index)
+        };
+        let site_err = |why: &str| Skip::error(format!("{path} on line {line}: {why}"));
+        let at = w.span.start.index();
+        if let Some((_, anchor_line, alias_line)) = parsed
+            .aliased_anchors
+            .iter()
+            .find(|(r, _, _)| r.start <= at && at <= r.end)
+        {
+            return Err(site_err(&format!(
+                "it lies under a YAML anchor (line {anchor_line}) that is aliased on line \
+                 {alias_line}; pinning it would also change what the alias stands for, so \
+                 staticpin does not pin images inside aliased anchors"
+            )));
+        }
+        // Scalars may only carry `!!str` tags (see `check_tag`).
+        let tagged = text[start..end.max(start)]
+            .split_whitespace()
+            .any(|t| t.starts_with('!'));
+        if w.style == ScalarStyle::Plain && !tagged {
+            if let Some(kind) = yaml11_non_string(w.value) {
+                return Err(site_err(&format!(
+                    "`{}` is {kind} to kubelet's YAML 1.1 reader, not a string; quote it",
+                    w.value
+                )));
+            }
+        }
+        if w.value.is_empty() {
+            return Err(site_err("the image value is empty, which kubelet rejects"));
+        }
+        let (quoting, inner) =
+            locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
+        if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
+            // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
+            // do not agree on every escape.
+            return Err(site_err(
+                "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
+            ));
+        }
+        images.push(ImageSite {
+            field: w.field,
+            index: w.index,
+            container: w
+                .owner
+                .and_then(|c| c.get("name"))
+                .and_then(Node::as_str)
+                .map(str::to_string),
+            value: w.value.to_string(),
+            quoting,
+            inner,
+            line,
+            flow: parsed.flow_plain.contains(&at),
+        });
+    }
+    json_cross_check(text, &images)?;
+    Ok(Pod {
+        name,
+        images,
+        notes,
+    })
+}
+
+/// An image scalar found in the tree, before it is located in the text.
+struct Wanted<'n> {
+    field: &'static str,
+    index: usize,
+    owner: Option<&'n Node>,
+    value: &'n str,
+    style: ScalarStyle,
+    span: Span,
+}
+
+fn image_nodes(root: &Node) -> Result<Vec<Wanted<'_>>, Skip> {
+    let alias = |path: &str| {
+        Skip::error(format!(
+            "{path} is a YAML alias; staticpin does not follow aliases to images \
+             (kubelet would pull the anchored image there too), so it will not pin this file"
+        ))
+    };
+    let mut out = Vec::new();
+    let spec = match root.get("spec") {
+        Some(Node::Alias) => return Err(alias("spec")),
+        s => s,
+    };
+    for field in CONTAINER_FIELDS.into_iter().chain([VOLUMES_FIELD]) {
         let Some(list) = spec.and_then(|s| s.get(field)) else {
             continue;
         };
-        let Node::Seq {
-            items: containers, ..
-        } = list
-        else {
-            return Err(Skip::error(format!("spec.{field} is not a list")));
+        let items = match list {
+            Node::Seq { items, .. } => items,
+            Node::Alias => return Err(alias(&format!("spec.{field}"))),
+            Node::Scalar { value, style, .. }
+                if value.is_empty() && *style == ScalarStyle::Plain =>
+            {
+                continue
+            }
+            _ => return Err(Skip::error(format!("spec.{field} is not a list"))),
         };
-        for (index, c) in containers.iter().enumerate() {
-            match c.get("image") {
-                None => {}
-                Some(Node::Scalar { value, style, span }) => {
-                    wanted.push((field, index, c, value, *style, *span))
+        for (index, c) in items.iter().enumerate() {
+            if matches!(c, Node::Alias) {
+                return Err(alias(&format!("spec.{field}[{index}]")));
+            }
+            let (node, path) = if field == VOLUMES_FIELD {
+                match c.get("image") {
+                    None => continue,
+                    Some(Node::Alias) => {
+                        return Err(alias(&format!("spec.volumes[{index}].image")))
+                    }
+                    Some(m @ Node::Map(_)) => (
+                        m.get("reference"),
+                        format!("spec.volumes[{index}].image.reference"),
+                    ),
+                    Some(_) => {
+                        return Err(Skip::error(format!(
+                            "spec.volumes[{index}].image is not a mapping with a reference"
+                        )))
+                    }
                 }
+            } else {
+                (c.get("image"), format!("spec.{field}[{index}].image"))
+            };
+            match node {
+                None => {}
+                Some(Node::Scalar { value, style, span }) => out.push(Wanted {
+                    field,
+                    index,
+                    owner: Some(c),
+                    value,
+                    style: *style,
+                    span: *span,
+                }),
+                Some(Node::Alias) => return Err(alias(&path)),
                 Some(_) => {
                     return Err(Skip::error(format!(
-                        "spec.{field}[{index}].image is not a plain string (alias, list or mapping)"
+                        "{path} is not a string (it is a list or mapping)"
                     )))
                 }
             }
         }
     }
-    let offsets = byte_offsets(text, wanted.iter().map(|w| w.5.start.index()));
-    for ((field, index, c, value, style, span), start) in wanted.into_iter().zip(offsets) {
-        let site_err = |why: &str| {
-            Skip::error(format!(
-                "spec.{field}[{index}].image on line {}: {why}",
-                span.start.line()
-            ))
-        };
-        let end = byte_offsets(text, [span.end.index()])[0];
-        let (quoting, inner) =
-            locate_scalar(text, start, end, value, style).map_err(|w| site_err(&w))?;
-        images.push(ImageSite {
-            field,
-            index,
-            container: c.get("name").and_then(Node::as_str).map(str::to_string),
-            value: value.clone(),
-            quoting,
-            inner,
-            line: span.start.line(),
-        });
-    }
-    Ok(Pod { name, images })
+    Ok(out)
 }
 
+/// Parses every document of `text` into a tree, refusing what kubelet's
+/// reader would see differently (see the module docs).
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, Skip> {
-    let mut events = Parser::new_from_str(text).peekable();
-    let mut docs = Vec::new();
+    parse(text).map(|p| p.docs)
+}
+
+pub(crate) fn parse(text: &str) -> Result<Parsed, Skip> {
+    check_characters(text)?;
+    check_directives(text)?;
+    let mut events = Parser::new_from_str(text);
     let mut next = || -> Result<Option<(Event<'_>, Span)>, Skip> {
-        events
-            .next()
-            .transpose()
-            .map_err(|e| Skip::error(format!("not valid YAML: {e}")))
+        // After an error the parser keeps yielding errors: stop at the first.
+        events.next().transpose().map_err(|e| {
+            let e = e.to_string();
+            Skip::error(if e.contains("recursion limit") {
+                format!("nested too many levels deep for staticpin's YAML parser ({e}); no Pod needs that, and staticpin does not read such files")
+            } else {
+                format!("staticpin's YAML parser cannot read it: {e} (kubelet may read it, but staticpin will not guess)")
+            })
+        })
     };
+    let mut b = Builder {
+        cursor: CharCursor::new(text),
+        anchors: HashMap::new(),
+        aliases: Vec::new(),
+        flow: 0,
+        flow_plain: HashSet::new(),
+        str_tagged: HashSet::new(),
+        anchor_jumps: HashMap::new(),
+    };
+    let mut docs = Vec::new();
     loop {
         match next()? {
-            None | Some((Event::StreamEnd, _)) => return Ok(docs),
+            None | Some((Event::StreamEnd, _)) => break,
             Some((Event::DocumentStart(_), _)) => {
                 let first =
                     next()?.ok_or_else(|| Skip::error("not valid YAML: truncated document"))?;
-                docs.push(build(first, &mut next)?);
+                docs.push(b.build(first, &mut next)?);
                 match next()? {
                     Some((Event::DocumentEnd, _)) => {}
                     _ => return Err(Skip::error("not valid YAML: document does not end")),
@@ -214,47 +408,547 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, Skip> {
             Some(_) => {}
         }
     }
+    let mut aliased_anchors = Vec::new();
+    for (id, alias_line) in &b.aliases {
+        if let Some((range, line)) = b.anchors.get(id) {
+            aliased_anchors.push((range.clone(), *line, *alias_line));
+        }
+    }
+    aliased_anchors.sort_by_key(|a| a.0.start);
+    Ok(Parsed {
+        docs,
+        aliased_anchors,
+        flow_plain: b.flow_plain,
+    })
 }
 
-fn build<'a>(
-    first: (Event<'a>, Span),
-    next: &mut impl FnMut() -> Result<Option<(Event<'a>, Span)>, Skip>,
-) -> Result<Node, Skip> {
-    let truncated = || Skip::error("not valid YAML: truncated");
-    Ok(match first.0 {
-        Event::Scalar(v, style, _, _) => Node::Scalar {
-            value: v.into_owned(),
-            style,
-            span: first.1,
-        },
-        Event::Alias(_) => Node::Alias,
-        Event::SequenceStart(..) => {
-            let flow = first.1.start.index() != first.1.end.index();
-            let mut items = Vec::new();
-            loop {
-                let ev = next()?.ok_or_else(truncated)?;
-                if matches!(ev.0, Event::SequenceEnd) {
-                    break;
+struct Builder<'t> {
+    cursor: CharCursor<'t>,
+    /// Anchor id to (range of the anchored node, in chars; line).
+    anchors: HashMap<usize, (Range<usize>, usize)>,
+    /// Anchor ids that are aliased, with the line of one alias.
+    aliases: Vec<(usize, usize)>,
+    /// How many flow collections (`[`, `{`) enclose the current node.
+    flow: usize,
+    flow_plain: HashSet<usize>,
+    /// Start (in chars) of every scalar tagged `!!str` (so never resolved).
+    str_tagged: HashSet<usize>,
+    /// Anchor id to the alias expansions that expanding it takes.
+    anchor_jumps: HashMap<usize, u64>,
+}
+
+/// A collection being built: the iterative stand-in for a recursive call,
+/// so hostile nesting can never exhaust the stack.
+enum Open {
+    Seq {
+        items: Vec<Node>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        line: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        seen: HashMap<String, usize>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        line: usize,
+    },
+}
+
+impl Builder<'_> {
+    /// Builds the node that starts with `first`, pulling further events.
+    fn build<'a>(
+        &mut self,
+        first: (Event<'a>, Span),
+        next: &mut impl FnMut() -> Result<Option<(Event<'a>, Span)>, Skip>,
+    ) -> Result<Node, Skip> {
+        let mut stack: Vec<Open> = Vec::new();
+        // Alias expansions inside each open collection, and in the whole
+        // document: a reader that expands aliases (serde_norway in `verify`,
+        // go-yaml in kubelet) does this much work, so "billion laughs"
+        // documents are refused here instead of failing there.
+        let mut frame_jumps: Vec<u64> = Vec::new();
+        let mut jumps: u64 = 0;
+        let mut event = Some(first);
+        loop {
+            let (ev, span) = match event.take() {
+                Some(e) => e,
+                None => next()?.ok_or_else(|| Skip::error("not valid YAML: truncated"))?,
+            };
+            let line = span.start.line();
+            let done = match ev {
+                Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                    Some(Open::Seq {
+                        items,
+                        flow,
+                        anchor,
+                        start,
+                        line,
+                    }) if matches!(ev, Event::SequenceEnd) => {
+                        self.flow -= usize::from(flow);
+                        self.anchor(anchor, start, span, line);
+                        let inner = frame_jumps.pop().unwrap_or(0);
+                        if let Some(outer) = frame_jumps.last_mut() {
+                            *outer = outer.saturating_add(inner);
+                        }
+                        if anchor != 0 {
+                            self.anchor_jumps.insert(anchor, inner);
+                        }
+                        Node::Seq { items, flow }
+                    }
+                    Some(Open::Map {
+                        entries,
+                        key: None,
+                        flow,
+                        anchor,
+                        start,
+                        line,
+                        ..
+                    }) if matches!(ev, Event::MappingEnd) => {
+                        self.flow -= usize::from(flow);
+                        self.anchor(anchor, start, span, line);
+                        let inner = frame_jumps.pop().unwrap_or(0);
+                        if let Some(outer) = frame_jumps.last_mut() {
+                            *outer = outer.saturating_add(inner);
+                        }
+                        if anchor != 0 {
+                            self.anchor_jumps.insert(anchor, inner);
+                        }
+                        Node::Map(entries)
+                    }
+                    _ => {
+                        return Err(Skip::error(
+                            "not valid YAML: unexpected end of a collection",
+                        ))
+                    }
+                },
+                Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                    let kind = if matches!(ev, Event::SequenceStart(..)) {
+                        "seq"
+                    } else {
+                        "map"
+                    };
+                    check_tag(tag.as_deref(), kind, line)?;
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(Skip::error(format!(
+                            "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
+                        )));
+                    }
+                    // A flow collection's start event ends at its `[` or `{`;
+                    // a block one's is empty or covers only its anchor and tag.
+                    let flow = span.end.index() > span.start.index()
+                        && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
+                    self.flow += usize::from(flow);
+                    frame_jumps.push(0);
+                    stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                        Open::Seq {
+                            items: Vec::new(),
+                            flow,
+                            anchor,
+                            start: span,
+                            line,
+                        }
+                    } else {
+                        Open::Map {
+                            entries: Vec::new(),
+                            key: None,
+                            seen: HashMap::new(),
+                            flow,
+                            anchor,
+                            start: span,
+                            line,
+                        }
+                    });
+                    continue;
                 }
-                items.push(build(ev, next)?);
-            }
-            Node::Seq { items, flow }
-        }
-        Event::MappingStart(..) => {
-            let mut entries = Vec::new();
-            loop {
-                let ev = next()?.ok_or_else(truncated)?;
-                if matches!(ev.0, Event::MappingEnd) {
-                    break;
+                Event::Scalar(v, style, anchor, tag) => {
+                    check_tag(tag.as_deref(), "str", line)?;
+                    if tag.is_some() {
+                        self.str_tagged.insert(span.start.index());
+                    }
+                    if style == ScalarStyle::Plain && self.flow > 0 {
+                        check_flow_plain(&v, line)?;
+                        self.flow_plain.insert(span.start.index());
+                    }
+                    self.anchor(anchor, span, span, line);
+                    Node::Scalar {
+                        value: v.into_owned(),
+                        style,
+                        span,
+                    }
                 }
-                let k = build(ev, next)?;
-                let v = build(next()?.ok_or_else(truncated)?, next)?;
-                entries.push((k, v));
+                Event::Alias(id) => {
+                    self.aliases.push((id, line));
+                    let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
+                    jumps = jumps.saturating_add(j);
+                    if let Some(f) = frame_jumps.last_mut() {
+                        *f = f.saturating_add(j);
+                    }
+                    if jumps > MAX_ALIAS_EXPANSIONS {
+                        return Err(Skip::error(format!(
+                            "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
+                        )));
+                    }
+                    if self.aliases.len() > MAX_ALIASES {
+                        return Err(Skip::error(format!(
+                            "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
+                        )));
+                    }
+                    Node::Alias
+                }
+                _ => return Err(Skip::error("not valid YAML: unexpected event")),
+            };
+            // Hand the finished node to its parent, or return it.
+            match stack.last_mut() {
+                None => return Ok(done),
+                Some(Open::Seq { items, .. }) => items.push(done),
+                Some(Open::Map {
+                    entries, key, seen, ..
+                }) => match key.take() {
+                    None => {
+                        let tagged = matches!(&done, Node::Scalar { span, .. } if self.str_tagged.contains(&span.start.index()));
+                        check_key(&done, tagged, seen)?;
+                        *key = Some(done);
+                    }
+                    Some(k) => entries.push((k, done)),
+                },
             }
-            Node::Map(entries)
         }
-        _ => return Err(Skip::error("not valid YAML: unexpected event")),
+    }
+
+    fn anchor(&mut self, id: usize, start: Span, end: Span, line: usize) {
+        if id != 0 {
+            self.anchors
+                .insert(id, (start.start.index()..end.end.index(), line));
+        }
+    }
+}
+
+/// Characters by saphyr's character index, for positions that only move
+/// forward as events arrive (so the whole walk stays linear).
+struct CharCursor<'t> {
+    text: &'t str,
+    chars: usize,
+    bytes: usize,
+}
+
+impl<'t> CharCursor<'t> {
+    fn new(text: &'t str) -> Self {
+        CharCursor {
+            text,
+            chars: 0,
+            bytes: 0,
+        }
+    }
+
+    fn char_at(&mut self, index: usize) -> Option<char> {
+        if index < self.chars {
+            *self = CharCursor::new(self.text);
+        }
+        while self.chars < index {
+            let c = self.text[self.bytes..].chars().next()?;
+            self.bytes += c.len_utf8();
+            self.chars += 1;
+        }
+        self.text[self.bytes..].chars().next()
+    }
+}
+
+/// Duplicate keys (go-yaml keeps the last, silently), merge keys (go-yaml
+/// applies them, in an order no other reader shares) and keys that are not
+/// scalars (kubelet's JSON conversion rejects them) are all refused.
+fn check_key(k: &Node, tagged: bool, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
+    match k {
+        Node::Scalar { value, span, style } => {
+            let line = span.start.line();
+            if value == "<<" {
+                return Err(Skip::error(format!(
+                    "merge key `<<` on line {line}: kubelet's YAML reader merges it in, staticpin does not apply merge keys, so it will not read this file"
+                )));
+            }
+            let key =
+                json_key(value, *style == ScalarStyle::Plain && !tagged).ok_or_else(|| {
+                    Skip::error(format!(
+                        "null mapping key on line {line}: kubelet cannot convert it to JSON"
+                    ))
+                })?;
+            if let Some(first) = seen.insert(key, line) {
+                return Err(Skip::error(format!(
+                    "duplicate key {value:?} on line {line} (first on line {first}): kubelet's YAML reader silently keeps the last one, so staticpin will not read this file"
+                )));
+            }
+            Ok(())
+        }
+        Node::Alias => Err(Skip::error(
+            "a YAML alias is used as a mapping key; staticpin will not read this file",
+        )),
+        _ => Err(Skip::error(
+            "a mapping key is a list or mapping; kubelet cannot convert that to JSON",
+        )),
+    }
+}
+
+/// The JSON object key kubelet's YAML-to-JSON step makes of a mapping key
+/// (`yes` and `true` both become `"true"`, `0x10` and `16` both `"16"`);
+/// `None` for a null key, which it rejects.
+fn json_key(value: &str, resolvable: bool) -> Option<String> {
+    if !resolvable {
+        return Some(value.to_string());
+    }
+    Some(match yaml11_non_string(value) {
+        Some("null") => return None,
+        Some("a boolean") => {
+            let yes = [
+                "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE",
+            ];
+            (if yes.contains(&value) {
+                "true"
+            } else {
+                "false"
+            })
+            .to_string()
+        }
+        Some("an integer") => {
+            go_int_value(value).map_or_else(|| value.to_string(), |v| v.to_string())
+        }
+        _ => value.to_string(),
     })
+}
+
+fn go_int_value(s: &str) -> Option<i128> {
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    let (neg, t) = match plain.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, plain.strip_prefix('+').unwrap_or(&plain)),
+    };
+    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (16, h)
+    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        (8, o)
+    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
+        (2, b)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (8, &t[1..])
+    } else {
+        (10, t)
+    };
+    let v = i128::from_str_radix(digits, radix).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// Only `!!str` (on scalars) and the standard `!!map`/`!!seq` tags are read
+/// the same way by both parsers; go-yaml decodes `!!binary`, for example.
+fn check_tag(tag: Option<&Tag>, kind: &str, line: usize) -> Result<(), Skip> {
+    let Some(tag) = tag else { return Ok(()) };
+    let full = format!("{}{}", tag.handle, tag.suffix);
+    if full.strip_prefix("tag:yaml.org,2002:") == Some(kind) {
+        return Ok(());
+    }
+    Err(Skip::error(format!(
+        "YAML tag `{full}` on line {line}: staticpin reads only !!str tags, so it will not read this file"
+    )))
+}
+
+/// go-yaml v2 rejects `x:y` inside a plain scalar in a flow collection
+/// ("found unexpected ':'"), where YAML 1.2 reads one string.
+fn check_flow_plain(value: &str, line: usize) -> Result<(), Skip> {
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek().is_some_and(|n| !n.is_whitespace()) {
+            return Err(Skip::error(format!(
+                "`{value}` on line {line} is an unquoted value with `:` inside a flow collection ([…] or {{…}}); kubelet's YAML reader rejects it, so quote it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Characters the two readers disagree on, or that go-yaml rejects.
+fn check_characters(text: &str) -> Result<(), Skip> {
+    let mut line = 1;
+    // Only spaces and tabs so far on this line.
+    let mut indent = true;
+    for (i, c) in text.char_indices() {
+        let why = match c {
+            '\n' | '\r' => {
+                line += usize::from(c == '\n');
+                indent = true;
+                continue;
+            }
+            // go-yaml rejects a tab where a line's tokens start (outside
+            // block scalars); saphyr is laxer, so refuse the whole class.
+            '\t' if indent => {
+                return Err(Skip::error(format!(
+                    "line {line} has a tab in its indentation; kubelet's YAML reader rejects most tabs there, so staticpin will not read this file"
+                )))
+            }
+            ' ' => continue,
+            '\u{feff}' if i == 0 => continue,
+            '\u{feff}' => "a byte order mark that is not at the start of the file",
+            '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                "a line break to kubelet's YAML 1.1 reader but not to staticpin's parser"
+            }
+            '\t' | '\u{21}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' => {
+                indent = false;
+                continue;
+            }
+            c if c >= '\u{10000}' => {
+                indent = false;
+                continue;
+            }
+            _ => "a control character kubelet's YAML reader rejects",
+        };
+        return Err(Skip::error(format!(
+            "line {line} contains U+{:04X}, {why}; staticpin will not read this file",
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
+/// `%YAML 1.1` is all go-yaml v2 accepts; `%TAG` only matters through the
+/// tags it defines, which [`check_tag`] sees resolved.
+fn check_directives(text: &str) -> Result<(), Skip> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim_end();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let Some(d) = l.strip_prefix('%') else { break };
+        let mut words = d.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("YAML"), Some("1.1")) | (Some("TAG"), _) => {}
+            _ => {
+                return Err(Skip::error(format!(
+                    "directive `%{d}` on line {}: kubelet's YAML reader accepts only %YAML 1.1",
+                    n + 1
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What go-yaml v2 resolves a plain scalar to when it is not a string
+/// (`resolve.go`): null, bool, int or float. Timestamps stay strings when
+/// decoding into `interface{}`, as kubelet does.
+pub(crate) fn yaml11_non_string(s: &str) -> Option<&'static str> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Some("null"),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" | "n"
+        | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+            return Some("a boolean")
+        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return Some("a float"),
+        _ => {}
+    }
+    let first = s.chars().next()?;
+    if first == '.' {
+        return go_float(s).then_some("a float");
+    }
+    if !(first.is_ascii_digit() || first == '+' || first == '-') {
+        return None;
+    }
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    if go_int(&plain) {
+        return Some("an integer");
+    }
+    let float_like = {
+        let t = plain.strip_prefix(['+', '-']).unwrap_or(&plain);
+        let (mant, exp) = match t.find(['e', 'E']) {
+            Some(i) => (&t[..i], Some(&t[i + 1..])),
+            None => (t, None),
+        };
+        let mant_ok = match mant.split_once('.') {
+            Some(("", frac)) => !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()),
+            Some((int, frac)) => {
+                !int.is_empty()
+                    && int.bytes().all(|b| b.is_ascii_digit())
+                    && frac.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => !mant.is_empty() && mant.bytes().all(|b| b.is_ascii_digit()),
+        };
+        let exp_ok = exp.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+        });
+        mant_ok && exp_ok
+    };
+    if float_like && go_float(&plain) {
+        return Some("a float");
+    }
+    let bin = plain
+        .strip_prefix("0b")
+        .or_else(|| plain.strip_prefix("-0b"));
+    if bin.is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c == b'0' || c == b'1')) {
+        return Some("an integer");
+    }
+    None
+}
+
+/// `strconv.ParseInt(s, 0, 64)` or `ParseUint(s, 0, 64)` would succeed
+/// (range aside: an overflowing number is still not a string to go-yaml's
+/// caller, which then fails the decode, so it counts as a number here).
+fn go_int(s: &str) -> bool {
+    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = |d: &str, radix: u32| !d.is_empty() && d.chars().all(|c| c.is_digit(radix));
+    if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        digits(h, 16)
+    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        digits(o, 8)
+    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
+        digits(b, 2)
+    } else if t.len() > 1 && t.starts_with('0') {
+        digits(&t[1..], 8)
+    } else {
+        digits(t, 10)
+    }
+}
+
+fn go_float(s: &str) -> bool {
+    // Go's ParseFloat also takes "inf"/"nan" words, which cannot start with
+    // the characters that get us here except after a sign.
+    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if ["inf", "infinity", "nan"].contains(&t.to_ascii_lowercase().as_str()) {
+        return true;
+    }
+    s.parse::<f64>().is_ok() && !t.starts_with(|c: char| c.is_ascii_alphabetic())
+}
+
+/// A file whose first non-space character is `{` never reaches the YAML
+/// reader: kubelet decodes it as strict JSON. It must then be valid JSON
+/// with exactly the image values found here.
+fn json_cross_check(text: &str, images: &[ImageSite]) -> Result<(), Skip> {
+    if !text.trim_start().starts_with('{') {
+        return Ok(());
+    }
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Skip::error(format!(
+            "it starts with `{{`, so kubelet reads it as JSON, and it is not valid JSON: {e}"
+        ))
+    })?;
+    for s in images {
+        let item = &json["spec"][s.field][s.index];
+        let v = if s.field == VOLUMES_FIELD {
+            &item["image"]["reference"]
+        } else {
+            &item["image"]
+        };
+        if v.as_str() != Some(s.value.as_str()) {
+            return Err(Skip::error(format!(
+                "{} on line {}: a JSON reader sees {v}, staticpin's YAML parser sees {:?}; staticpin will not guess",
+                s.path(),
+                s.line,
+                s.value
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Converts character indices (in any order) to byte offsets in one pass.
@@ -304,11 +998,10 @@ pub(crate) fn locate_scalar(
                 b'"'
             };
             let bytes = text.as_bytes();
-            let open = start
-                + span
-                    .bytes()
-                    .position(|b| b == q)
-                    .ok_or("opening quote not found")?;
+            let open = skip_properties(text, start);
+            if bytes.get(open) != Some(&q) {
+                return Err("opening quote not found after its anchor, tag or comment".into());
+            }
             let mut i = open + 1;
             let close = loop {
                 match bytes.get(i) {
@@ -342,6 +1035,35 @@ pub(crate) fn locate_scalar(
     }
 }
 
+/// The byte offset of a node's own text: past any anchor (`&a`), tag
+/// (`!t`, `!<…>`), spaces, line breaks and comments before it.
+fn skip_properties(text: &str, mut i: usize) -> usize {
+    let b = text.as_bytes();
+    while let Some(&c) = b.get(i) {
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'#' => {
+                while b.get(i).is_some_and(|&c| c != b'\n' && c != b'\r') {
+                    i += 1;
+                }
+            }
+            b'!' if b.get(i + 1) == Some(&b'<') => {
+                while b.get(i).is_some_and(|&c| c != b'>') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'&' | b'!' => {
+                while b.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    i += 1;
+                }
+            }
+            _ => break,
+        }
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,13 +1085,13 @@ mod tests {
 
     #[test]
     fn finds_every_style() {
-        let text = "apiVersion: v1\r\nkind: Pod\r\nmetadata: {name: é-pod}\r\nspec:\r\n  initContainers:\r\n  - image: 'init:1' # c'mt\r\n    name: i\r\n  containers:\r\n  - name: a\r\n    image: \"a:1\"  # \"q\"\r\n  - {name: b, image: &x b:2}\r\n  - name: c\r\n    image: !!str c:3";
+        let text = "apiVersion: v1\r\nkind: Pod\r\nmetadata: {name: é-pod}\r\nspec:\r\n  initContainers:\r\n  - image: 'init:1' # c'mt\r\n    name: i\r\n  containers:\r\n  - name: a\r\n    image: \"a:1\"  # \"q\"\r\n  - {name: b, image: &x b2}\r\n  - name: c\r\n    image: !!str c:3";
         let s = sites(text);
         assert_eq!(
             s,
             [
                 ("a:1".into(), Quoting::Double, "a:1".into()),
-                ("b:2".into(), Quoting::Plain, "b:2".into()),
+                ("b2".into(), Quoting::Plain, "b2".into()),
                 ("c:3".into(), Quoting::Plain, "c:3".into()),
                 ("init:1".into(), Quoting::Single, "init:1".into()),
             ]
@@ -397,14 +1119,13 @@ mod tests {
     fn skips_with_reasons() {
         let err = |t: &str| inspect(t).unwrap_err();
         assert!(err("").reason.contains("empty"));
-        assert!(err("kind: Pod\n---\nkind: Pod\n")
-            .reason
-            .contains("2 YAML documents"));
+        let two = inspect("kind: Pod\n---\nkind: Pod\n").unwrap();
+        assert!(two.notes[0].contains("ignored"), "{:?}", two.notes);
         let d = err("kind: Deployment\n");
         assert!(!d.is_error && d.reason.contains("Deployment"));
         assert!(err("kind: Pod\nspec: {containers: [")
             .reason
-            .contains("not valid YAML"));
+            .contains("cannot read it"));
         assert!(err("- a\n").reason.contains("not a mapping"));
         assert!(
             err("kind: Pod\nspec:\n  containers:\n  - image: |\n      x\n")
@@ -416,6 +1137,62 @@ mod tests {
                 .reason
                 .contains("alias")
         );
+        assert!(err("kind: Pod\nspec:\n  containers:\n  - {image: a:1}\n")
+            .reason
+            .contains("flow collection"));
+    }
+
+    #[test]
+    fn yaml11_resolution_of_plain_scalars() {
+        for s in [
+            "",
+            "~",
+            "NULL",
+            "y",
+            "No",
+            "on",
+            "0",
+            "-12",
+            "0777",
+            "0x1f",
+            "0o7",
+            "0b101",
+            "-0b1",
+            "1_000",
+            "1.5",
+            ".5",
+            "1e3",
+            "-1.5E+3",
+            ".inf",
+            "-.Inf",
+            ".NaN",
+            "+1",
+            "99999999999999999999",
+        ] {
+            assert!(
+                yaml11_non_string(s).is_some(),
+                "{s:?} is not a string to go-yaml"
+            );
+        }
+        for s in [
+            "nginx",
+            "1:20",
+            "2001-12-14",
+            "0x",
+            "1e",
+            "1.2.3",
+            "0b2",
+            "08a",
+            "-",
+            "+.",
+            "registry:5000/x",
+            ".hidden",
+            "1password/op:2",
+            "yes/no",
+            "0xZZ",
+        ] {
+            assert_eq!(yaml11_non_string(s), None, "{s:?} is a string to go-yaml");
+        }
     }
 
     #[test]

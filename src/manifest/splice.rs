@@ -7,9 +7,10 @@
 //! based parser (the whole document must equal the old one with only those
 //! values replaced). A mismatch is a bug in staticpin and blocks the write.
 
+use serde::Deserialize;
 use serde_norway::Value;
 
-use super::parse::{inspect, ImageSite, Quoting};
+use super::parse::{inspect, ImageSite, Quoting, VOLUMES_FIELD};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit {
@@ -26,16 +27,35 @@ pub fn encode(value: &str, quoting: Quoting) -> String {
     }
 }
 
+/// How an edit's new value is written: in its old quoting, except that a
+/// plain value in a flow collection gains double quotes when the new value
+/// has a `:` (go-yaml v2 rejects `x:y` in a plain scalar there).
+pub fn written_quoting(site: &ImageSite, new_value: &str) -> Quoting {
+    if site.quoting == Quoting::Plain && site.flow && new_value.contains(':') {
+        Quoting::Double
+    } else {
+        site.quoting
+    }
+}
+
 /// Replaces each edit's scalar text. Edits must not overlap.
 pub fn apply(text: &str, edits: &[Edit]) -> String {
     let mut sorted: Vec<&Edit> = edits.iter().collect();
     sorted.sort_by_key(|e| e.site.inner.start);
-    let extra: usize = sorted.iter().map(|e| e.new_value.len()).sum();
+    let extra: usize = sorted.iter().map(|e| e.new_value.len() + 2).sum();
     let mut out = String::with_capacity(text.len() + extra);
     let mut pos = 0;
     for e in sorted {
         out.push_str(&text[pos..e.site.inner.start]);
-        out.push_str(&encode(&e.new_value, e.site.quoting));
+        let quoting = written_quoting(&e.site, &e.new_value);
+        let added_quotes = quoting != e.site.quoting;
+        if added_quotes {
+            out.push('"');
+        }
+        out.push_str(&encode(&e.new_value, quoting));
+        if added_quotes {
+            out.push('"');
+        }
         pos = e.site.inner.end;
     }
     out.push_str(&text[pos..]);
@@ -57,29 +77,49 @@ pub fn verify(old: &str, new: &str, edits: &[Edit]) -> Result<(), String> {
             .find(|s| s.field == e.site.field && s.index == e.site.index)
             .ok_or("edit for an image that is not in the file")?;
         slot.value = e.new_value.clone();
+        slot.quoting = written_quoting(&e.site, &e.new_value);
     }
     let key = |s: &ImageSite| (s.field, s.index, s.value.clone(), s.quoting);
+    if before.notes != after.notes {
+        return Err("the documents after the first changed".into());
+    }
     if expected.iter().map(key).ne(after.images.iter().map(key)) {
         return Err("image values after rewriting are not the intended ones".into());
     }
 
-    let mut old_doc: Value =
-        serde_norway::from_str(old).map_err(|e| format!("original does not parse as YAML: {e}"))?;
-    let new_doc: Value = serde_norway::from_str(new)
+    let mut old_doc =
+        first_document(old).map_err(|e| format!("original does not parse as YAML: {e}"))?;
+    let new_doc = first_document(new)
         .map_err(|e| format!("rewritten manifest does not parse as YAML: {e}"))?;
     for e in edits {
-        let slot = old_doc
+        let item = old_doc
             .get_mut("spec")
             .and_then(|s| s.get_mut(e.site.field))
-            .and_then(|l| l.get_mut(e.site.index))
-            .and_then(|c| c.get_mut("image"))
-            .ok_or("independent parser does not see the image being edited")?;
+            .and_then(|l| l.get_mut(e.site.index));
+        let slot = if e.site.field == VOLUMES_FIELD {
+            item.and_then(|v| v.get_mut("image"))
+                .and_then(|i| i.get_mut("reference"))
+        } else {
+            item.and_then(|c| c.get_mut("image"))
+        }
+        .ok_or("independent parser does not see the image being edited")?;
         *slot = Value::String(e.new_value.clone());
     }
     if old_doc != new_doc {
         return Err("rewritten document differs from the original beyond the image values".into());
     }
     Ok(())
+}
+
+/// The first document, which is all kubelet reads; later ones are never
+/// edited (every image site is in the first).
+fn first_document(text: &str) -> Result<Value, String> {
+    // kubelet's reader skips a leading BOM; serde_norway's keeps it as text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let doc = serde_norway::Deserializer::from_str(text)
+        .next()
+        .ok_or("no document")?;
+    Value::deserialize(doc).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

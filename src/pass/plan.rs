@@ -38,9 +38,9 @@ pub enum LoadError {
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let io = |what| move |source| LoadError::Failed(FileError::Io { what, source });
     let meta = std::fs::metadata(path).map_err(io("stat"))?;
-    if meta.len() > MAX_MANIFEST_BYTES {
+    if meta.len() >= MAX_MANIFEST_BYTES {
         return Err(LoadError::Skipped(Skip::error(format!(
-            "{} bytes is over kubelet's 10 MiB manifest limit",
+            "{} bytes is at or over kubelet's 10 MiB manifest limit",
             meta.len()
         ))));
     }
@@ -53,6 +53,9 @@ pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Loaded, LoadError> {
     let text =
         String::from_utf8(bytes).map_err(|_| LoadError::Skipped(Skip::error("not UTF-8 text")))?;
     let pod = inspect(&text).map_err(LoadError::Skipped)?;
+    for note in &pod.notes {
+        tracing::warn!("{}: {note}", path.display());
+    }
     let mut sites = Vec::new();
     for site in pod.images {
         let r = ImageRef::parse(&site.value).map_err(|source| {
@@ -170,6 +173,8 @@ pub fn plan(
     let mut new_text = l.text.clone();
     if !edits.is_empty() {
         new_text = apply(&l.text, &edits);
+        // Before verify: a result kubelet would reject is refused whatever it says.
+        check_size(&new_text).map_err(|e| (e, images.clone()))?;
         if let Err(why) = verify(&l.text, &new_text, &edits) {
             return Err((FileError::Verify(why), images));
         }
@@ -186,6 +191,7 @@ pub fn plan(
             Err(why) => return Err((FileError::Admission(why), images)),
         }
     }
+    check_size(&new_text).map_err(|e| (e, images.clone()))?;
     Ok(Plan {
         new_text,
         pinned: edits.len(),
@@ -193,6 +199,11 @@ pub fn plan(
         wired,
         admission,
     })
+}
+
+/// kubelet rejects a manifest of 10 MiB or more; pinning adds 72 bytes per image.
+fn check_size(text: &str) -> Result<(), FileError> {
+    crate::manifest::check_size(text.len()).map_err(FileError::TooLarge)
 }
 
 /// Plans the admission wiring and proves the admission files valid before

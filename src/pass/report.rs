@@ -67,6 +67,9 @@ pub enum FileError {
     InvalidReference { line: usize, source: ReferenceError },
     #[error("{}", join(.0))]
     Resolve(Vec<ResolveError>),
+    /// The result would be a file kubelet rejects for its size.
+    #[error("refusing to write: the result would be {0}")]
+    TooLarge(String),
     #[error("refusing to write: the rewrite did not verify ({0}); this is a staticpin bug, please report it")]
     Verify(String),
     /// Wiring refused or preflight failed; the text says which.

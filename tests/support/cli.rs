@@ -85,12 +85,13 @@ impl Sandbox {
     }
 
     /// Replaces the config file with the sandbox's paths plus `extra` (more
-    /// top-level keys; they must not repeat the four path keys).
+    /// top-level keys; they must not repeat the five path keys).
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "manifestDir: {}\nbackupDir: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
+            "manifestDir: {}\nbackupDir: {}\nlockFile: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
             self.path("manifests").display(),
             self.path("backups").display(),
+            self.path("lock").display(),
             self.path("kubelet").display(),
             self.certs().display(),
         );
