@@ -850,6 +850,7 @@ mod pass {
             Ok(Resolution {
                 digest: Digest::sha256_of(image.normalized().as_bytes()),
                 media_type: None,
+                via: None,
             })
         }
     }
@@ -871,6 +872,7 @@ mod pass {
                 ..Default::default()
             },
             keep_backups: 5,
+            ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

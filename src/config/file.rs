@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{duration, ConfigError, ConfigPaths};
+use crate::policy::RawPolicy;
 
 /// One file's worth of settings, or the flags of one command line. `None`
 /// means "not set here", so an earlier file's value (or the default) stands.
@@ -55,13 +56,28 @@ pub struct Fragment {
     pub admission: Option<AdmissionFragment>,
     /// `serve`: the webhook server, `staticpin serve`.
     pub serve: Option<ServeFragment>,
-    /// `policy`: the image trust policy (validated into [`crate::policy::Policy`]).
-    pub policy: Option<crate::policy::RawPolicy>,
+    /// `policy`: trusted registries and what happens to other images.
+    pub policy: Option<RawPolicy>,
+    /// `metricsFile`: the Prometheus text file written after every pass.
+    pub metrics_file: Option<PathBuf>,
+    /// `update`: move pins whose tag now names another digest.
+    pub update: Option<bool>,
     /// Which file set each key, so validation can blame the right one. A key
     /// set without an entry here came from the command line or from code.
     #[serde(skip)]
     pub(super) origins: BTreeMap<&'static str, PathBuf>,
 }
+
+/// `policy.*` keys as origins record them: [`RawPolicy::keys_set`] spells
+/// them without the `policy.` that errors and `check-config` show.
+const POLICY_KEYS: [(&str, &str); 6] = [
+    ("trustedRegistries", "policy.trustedRegistries"),
+    ("untrusted", "policy.untrusted"),
+    ("requireDigest", "policy.requireDigest"),
+    ("denyLatest", "policy.denyLatest"),
+    ("exemptNamespaces", "policy.exemptNamespaces"),
+    ("allowBreakGlass", "policy.allowBreakGlass"),
+];
 
 /// The ImagePolicyWebhook wiring that `pin` applies and `doctor` checks.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -173,6 +189,8 @@ impl Fragment {
             admission,
             serve,
             policy,
+            metrics_file: later.metrics_file.or(self.metrics_file),
+            update: later.update.or(self.update),
             origins,
         }
     }
@@ -203,35 +221,26 @@ impl Fragment {
                 "admission.configFile",
                 admission.is_some_and(|a| a.config_file.is_some()),
             ),
+            ("metricsFile", self.metrics_file.is_some()),
+            ("update", self.update.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
         .chain(self.serve.iter().flat_map(ServeFragment::keys_set))
-        .chain(
-            self.policy
-                .iter()
-                .flat_map(|p| p.keys_set())
-                .map(policy_key),
-        )
+        .chain(self.policy.iter().flat_map(|p| {
+            p.keys_set().into_iter().filter_map(|k| {
+                POLICY_KEYS
+                    .iter()
+                    .find(|(short, _)| *short == k)
+                    .map(|(_, long)| *long)
+            })
+        }))
         .collect()
     }
 
     /// The file that set `key`, if a file did.
     pub(super) fn origin(&self, key: &str) -> Option<PathBuf> {
         self.origins.get(key).cloned()
-    }
-}
-
-/// `policy.<key>` for a key of [`crate::policy::RawPolicy::keys_set`].
-fn policy_key(key: &str) -> &'static str {
-    match key {
-        "trustedRegistries" => "policy.trustedRegistries",
-        "untrusted" => "policy.untrusted",
-        "requireDigest" => "policy.requireDigest",
-        "denyLatest" => "policy.denyLatest",
-        "exemptNamespaces" => "policy.exemptNamespaces",
-        "allowBreakGlass" => "policy.allowBreakGlass",
-        _ => "policy",
     }
 }
 

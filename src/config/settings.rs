@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::policy::{Mode, Policy, PolicyError};
+use crate::policy::Mode;
 
 use super::{duration, ConfigError, Fragment};
+use crate::policy::{Policy, PolicyError};
 
 /// kubelet's `staticPodPath` on kubeadm nodes.
 pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
@@ -81,8 +82,13 @@ pub struct Settings {
     pub admission: AdmissionSettings,
     /// The webhook server.
     pub serve: ServeSettings,
-    /// The image trust policy, for `serve`, `policy check` and `pin`.
+    /// Trusted registries and what `pin` does with other images; the
+    /// default is no registry policy.
     pub policy: Policy,
+    /// The Prometheus text file written after every pass; `None`: none.
+    pub metrics_file: Option<PathBuf>,
+    /// Move pins whose tag now resolves to another (verified) digest.
+    pub update: bool,
 }
 
 /// `staticpin serve`: loopback addresses only, TLS material as paths (read
@@ -165,6 +171,8 @@ impl Default for Settings {
             admission: AdmissionSettings::default(),
             serve: ServeSettings::default(),
             policy: Policy::default(),
+            metrics_file: None,
+            update: false,
         }
     }
 }
@@ -288,11 +296,10 @@ impl Settings {
         let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default()).map_err(
             |e| match e {
                 PolicyError::Invalid { key, reason } => invalid(&key, reason),
-                PolicyError::Prefix { prefix, reason } => {
-                    invalid("policy.trustedRegistries", format!("{prefix:?}: {reason}"))
-                }
+                other => invalid("policy", other.to_string()),
             },
         )?;
+        let metrics_file = path("metricsFile", fragment.metrics_file.clone())?;
 
         Ok(Settings {
             manifest_dir,
@@ -320,6 +327,8 @@ impl Settings {
             },
             serve,
             policy,
+            metrics_file,
+            update: fragment.update.unwrap_or(defaults.update),
         })
     }
 }

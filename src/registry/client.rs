@@ -615,6 +615,7 @@ impl HttpResolver {
         endpoint: &Endpoint,
         image: &ImageRef,
         cred: Option<&Credential>,
+        method: &Method,
     ) -> Result<Resolution, Failure> {
         let url = endpoint.manifest_url(image);
         // Always ask for this repository's pull scope: the scope in a
@@ -631,11 +632,14 @@ impl HttpResolver {
             {
                 headers.insert(AUTHORIZATION, a);
             }
-            let got = self.follow(client, Method::GET, &url, headers).await?;
+            let got = self.follow(client, method.clone(), &url, headers).await?;
             if !got.same_origin && got.resp.status() == StatusCode::UNAUTHORIZED {
-                return self.answer_foreign_challenge(got, image, &host.name).await;
+                return self
+                    .answer_foreign_challenge(got, image, &host.name, method)
+                    .await;
             }
             match got.resp.status() {
+                StatusCode::OK if *method == Method::HEAD => return peeked(&got),
                 StatusCode::OK => return accept(got).await,
                 StatusCode::UNAUTHORIZED if !reauthed => {
                     // The probe may have been open while the repository is not.
@@ -658,6 +662,7 @@ impl HttpResolver {
         got: Followed,
         image: &ImageRef,
         registry: &str,
+        method: &Method,
     ) -> Result<Resolution, Failure> {
         let target = authority(&got.url);
         let Challenge::Bearer {
@@ -696,9 +701,10 @@ impl HttpResolver {
             headers.insert(AUTHORIZATION, a);
         }
         let again = self
-            .follow(&client, Method::GET, got.url.as_str(), headers)
+            .follow(&client, method.clone(), got.url.as_str(), headers)
             .await?;
         match again.resp.status() {
+            StatusCode::OK if *method == Method::HEAD => peeked(&again),
             StatusCode::OK => accept(again).await,
             StatusCode::UNAUTHORIZED => Err(Failure::new(
                 ErrorKind::Unauthorized,
@@ -708,7 +714,12 @@ impl HttpResolver {
         }
     }
 
-    async fn resolve_at(&self, host: &Host, image: &ImageRef) -> Result<Resolution, Failure> {
+    async fn resolve_at(
+        &self,
+        host: &Host,
+        image: &ImageRef,
+        method: &Method,
+    ) -> Result<Resolution, Failure> {
         let client = host.client.clone()?;
         let endpoint = self.endpoint(host, image).await?;
         let creds = self.settings.keyring.lookup(&image.canonical_name());
@@ -721,7 +732,7 @@ impl HttpResolver {
         // kubelet tries every matching credential in turn; so do we.
         for cred in candidates {
             match self
-                .resolve_with(&client, host, &endpoint, image, cred)
+                .resolve_with(&client, host, &endpoint, image, cred, method)
                 .await
             {
                 Err(f) if f.kind == ErrorKind::Unauthorized => last = f,
@@ -731,13 +742,22 @@ impl HttpResolver {
         Err(last)
     }
 
-    async fn resolve_hosts(&self, image: &ImageRef) -> Result<Resolution, Failure> {
+    async fn resolve_hosts(
+        &self,
+        image: &ImageRef,
+        method: &Method,
+    ) -> Result<Resolution, Failure> {
         let hosts = self.hosts(image)?;
         let mut first_error = None;
         // Like containerd, a failing mirror hands over to the next host.
         for host in hosts {
-            match self.resolve_at(&host, image).await {
-                Ok(r) => return Ok(r),
+            match self.resolve_at(&host, image, method).await {
+                Ok(mut r) => {
+                    if host.fixed.as_ref().is_some_and(|e| e.mirror) {
+                        r.via = Some(host.name.clone());
+                    }
+                    return Ok(r);
+                }
                 Err(mut f) => {
                     if host.fixed.as_ref().is_some_and(|e| e.mirror) {
                         f.detail = format!("via mirror {}: {}", host.name, f.detail);
@@ -754,12 +774,24 @@ impl HttpResolver {
 
 impl Resolver for HttpResolver {
     async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+        self.ask(image, &Method::GET).await
+    }
+
+    async fn head_digest(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+        self.ask(image, &Method::HEAD).await
+    }
+}
+
+impl HttpResolver {
+    /// One manifest request for a tag, within the run's deadline: GET to
+    /// pin (verified bytes), HEAD to peek (a claimed digest, for drift only).
+    async fn ask(&self, image: &ImageRef, method: &Method) -> Result<Resolution, ResolveError> {
         if image.digest().is_some() {
             return Err(
                 Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
             );
         }
-        let work = self.resolve_hosts(image);
+        let work = self.resolve_hosts(image, method);
         let result = match self.deadline {
             Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
                 Err(Failure::new(
@@ -773,6 +805,22 @@ impl Resolver for HttpResolver {
             None => work.await,
         };
         result.map_err(|f| f.for_image(image))
+    }
+}
+
+/// The digest a 200 answer to a manifest HEAD claims. Only drift reports use
+/// it: nothing was seen to hash, so it is never written into a manifest.
+fn peeked(got: &Followed) -> Result<Resolution, Failure> {
+    match verify::claimed_digest(got.resp.headers())? {
+        Some(digest) => Ok(Resolution {
+            digest,
+            media_type: header_str(&got.resp, CONTENT_TYPE.as_str()),
+            via: None,
+        }),
+        None => Err(Failure::new(
+            ErrorKind::Protocol,
+            format!("HEAD {} answered without Docker-Content-Digest", got.url),
+        )),
     }
 }
 
@@ -798,6 +846,7 @@ async fn accept(got: Followed) -> Result<Resolution, Failure> {
     Ok(Resolution {
         digest,
         media_type: Some(media_type),
+        via: None,
     })
 }
 
