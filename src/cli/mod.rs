@@ -7,8 +7,10 @@ mod admission;
 mod check_config;
 mod doctor;
 mod pin;
+mod policy;
 mod resolve;
 mod rollback;
+mod serve;
 mod status;
 mod watch;
 
@@ -82,6 +84,18 @@ pub enum Command {
 
     /// Set up the ImagePolicyWebhook admission plugin's files.
     Admission(admission::AdmissionArgs),
+
+    /// Serve the image policy to the node's kube-apiserver (ImagePolicyWebhook
+    /// or validating webhook), on loopback, over mutual TLS.
+    ///
+    /// POST /imagepolicy takes an ImageReview, POST /validate an
+    /// AdmissionReview; /healthz and /metrics are on a separate plain-HTTP
+    /// loopback port. SIGHUP reloads the configuration (kept as it was if the
+    /// new one is invalid); SIGTERM answers the requests in progress and exits.
+    Serve(serve::ServeArgs),
+
+    /// Check images against the configured policy, offline.
+    Policy(policy::PolicyArgs),
 
     /// Every image: pinned digest, trusted or not, and whether its tag drifted.
     ///
@@ -288,7 +302,7 @@ fn given<T: Clone>(flags: &[T]) -> Option<Vec<T>> {
 }
 
 /// A duration as help text shows defaults: `30s`, `5m`.
-fn show(d: Duration) -> String {
+pub(crate) fn show(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
@@ -299,7 +313,7 @@ fn show(d: Duration) -> String {
 
 /// A path flag: what a config key takes, except that a relative path means
 /// relative to the shell's working directory, as on any command line.
-fn path_flag(s: &str) -> Result<PathBuf, String> {
+pub(crate) fn path_flag(s: &str) -> Result<PathBuf, String> {
     let p = Path::new(s);
     if p.as_os_str().is_empty() {
         return config::check_path(p).map(|()| PathBuf::new());
@@ -507,6 +521,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Doctor(args) => runtime.block_on(doctor::run(args)),
         Command::Admission(args) => admission::run(args),
+        // Its own multi-threaded runtime; this one stays idle.
+        Command::Serve(args) => serve::run(args),
+        Command::Policy(args) => policy::run(args),
         Command::Status(args) => runtime.block_on(status::run(args)),
         Command::Watch(args) => runtime.block_on(watch::run(args)),
     };

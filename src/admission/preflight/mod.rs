@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub(crate) use image_policy::{DurationField, Verdict, ALLOW_TTL, DENY_TTL, RETRY_BACKOFF};
+pub use kubeconfig::{client_end, ClientEnd};
 pub(crate) use pki::{
     cert_expiry, key_matches_cert, parse_ca, parse_cert_chain, parse_private_key, Expiry, KeyMatch,
 };
