@@ -760,7 +760,7 @@ mod cli {
     fn every_mode_refuses_a_duplicate_image_key() {
         let sb = Sandbox::new();
         let dir = sb.path("manifests");
-        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.yaml");
         let text = super::pod(&format!(
             "  - name: a\n    image: {}\n    image: reg.example/app:1\n",

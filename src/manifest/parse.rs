@@ -175,15 +175,7 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
     check_size(text.len()).map_err(Skip::error)?;
     let parsed = parse(text)?;
     let docs = &parsed.docs;
-    let root = match docs.first() {
-        None => return Err(Skip::error("empty file: no Pod document")),
-        Some(r) if r.is_empty_scalar() => {
-            return Err(Skip::error(
-                "the first document is empty; kubelet reads only the first document of a file",
-            ))
-        }
-        Some(r) => r,
-    };
+    let root = first_root(docs)?;
     let mut notes = Vec::new();
     let later = docs[1..].iter().filter(|d| !d.is_empty_scalar()).count();
     if later > 0 {
@@ -360,6 +352,25 @@ fn image_nodes(root: &Node) -> Result<Vec<Wanted<'_>>, Skip> {
         }
     }
     Ok(out)
+}
+
+/// The document kubelet reads: the first, which must not be empty.
+fn first_root(docs: &[Node]) -> Result<&Node, Skip> {
+    match docs.first() {
+        None => Err(Skip::error("empty file: no Pod document")),
+        Some(r) if r.is_empty_scalar() => Err(Skip::error(
+            "the first document is empty; kubelet reads only the first document of a file",
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+/// The tree of the document kubelet reads, accepting exactly the files
+/// [`inspect`] accepts as YAML: later documents are ignored.
+pub(crate) fn first_document(text: &str) -> Result<Node, Skip> {
+    let mut docs = parse_documents(text)?;
+    first_root(&docs)?;
+    Ok(docs.swap_remove(0))
 }
 
 /// Parses every document of `text` into a tree, refusing what kubelet's

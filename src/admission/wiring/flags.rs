@@ -2,10 +2,10 @@
 //! (`--enable-admission-plugins`, or the legacy `--admission-control`), and
 //! point `--admission-control-config-file` at the config.
 
-use super::edit::{
-    block_items, field_path, insert_item, layout, plain_safe, set_scalar, sorted_index, Ctx, Seg,
-};
 use super::*;
+use crate::manifest::edit::{
+    block_items, field_path, insert_item, layout, plain_safe, set_scalar, sorted_index, Editor, Seg,
+};
 use serde_norway::Value;
 
 /// `--flag=value` → `value`, for exactly `flag`.
@@ -57,7 +57,7 @@ pub(super) fn find_flag<'n>(lists: &Lists<'n>, flag: &str) -> Result<Option<Flag
 }
 
 pub(super) fn wire_flags(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     root: &Node,
     container: &Node,
     cpath: &[Seg],
@@ -141,7 +141,7 @@ pub(super) fn wire_flags(
 /// Adds the requested plugins to an existing plugin list flag, keeping its
 /// order and never duplicating a name.
 pub(super) fn merge_plugins(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     cpath: &[Seg],
     flag: &str,
     at: &FlagAt,
@@ -183,7 +183,7 @@ pub(super) fn is_kubeadm(root: &Node) -> bool {
 }
 
 pub(super) fn insert_flag(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     list: &Node,
     cpath: &[Seg],
     field: &'static str,
