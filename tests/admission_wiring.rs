@@ -225,7 +225,7 @@ fn a_config_file_flag_pointing_elsewhere_needs_force() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains("/etc/kubernetes/other/admission.yaml") && err.contains("--force"),
+        err.contains("/etc/kubernetes/other/admission.yaml") && err.contains("only when forced"),
         "{err}"
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);

@@ -232,7 +232,8 @@ fn plain_http_registry_not_marked_insecure_is_refused() {
         "{line}"
     );
     assert!(
-        line.contains(&format!("--insecure-registry {}", f.reg.host)),
+        line.contains(&format!("if {} is a plain-HTTP", f.reg.host))
+            && line.contains("list it in insecureRegistries"),
         "{line}"
     );
     assert_eq!(

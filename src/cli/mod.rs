@@ -25,7 +25,7 @@ pub const EXIT_FAILED: u8 = 2;
 
 const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a check found unpinned images (check modes)\n  2  at least one image or file failed, or the arguments were invalid";
 
-const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod\n  1  --check found images that are not digest-pinned\n  2  a file failed (an image did not resolve, a write failed, the file changed\n     while staticpin ran) or was skipped for an error kubelet would also hit\n     (unparsable, several documents, over 10 MiB), another staticpin held the\n     lock past --lock-timeout, or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
+const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod\n  1  --check found images that are not digest-pinned\n  2  a file failed (an image did not resolve, a write failed, the file changed\n     while staticpin ran) or was skipped for an error kubelet would also hit\n     (unparsable, an empty first document, over 10 MiB), another staticpin held the\n     lock past --lock-timeout, or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
 
 const ROLLBACK_EXIT_CODES_HELP: &str = "Exit codes:\n  0  the run was undone, or there was nothing to undo\n  2  a file was refused or failed, the backup tree is not trusted, or the\n     arguments were invalid";
 

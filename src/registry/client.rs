@@ -123,7 +123,7 @@ fn origin(url: &Url) -> (String, Option<String>, Option<u16>) {
     )
 }
 
-/// `host[:port]` as written in certs directories and `--insecure-registry`.
+/// `host[:port]` as written in certs directories and `insecureRegistries`.
 fn authority(url: &Url) -> String {
     let host = url.host_str().unwrap_or("");
     match url.port() {
@@ -478,8 +478,8 @@ impl HttpResolver {
             }
             Err(mut f) if f.kind == ErrorKind::Tls => {
                 f.detail.push_str(&format!(
-                    " (if {} is a plain-HTTP or self-signed registry you trust, mark it with --insecure-registry {}; for a private CA put ca.crt under a certs directory)",
-                    host.name, host.name
+                    " (if {} is a plain-HTTP or self-signed registry you trust, list it in insecureRegistries; for a private CA put ca.crt under a certs directory)",
+                    host.name
                 ));
                 Err(f)
             }
@@ -562,7 +562,7 @@ impl HttpResolver {
         {
             return Err(Failure::new(
                 ErrorKind::Config,
-                format!("token realm {realm} is plain HTTP; refusing to send credentials there (mark {realm_host} with --insecure-registry to allow it)"),
+                format!("token realm {realm} is plain HTTP; refusing to send credentials there (list {realm_host} in insecureRegistries to allow it)"),
             ));
         }
         {

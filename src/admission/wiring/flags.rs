@@ -120,14 +120,14 @@ pub(super) fn wire_flags(
         Some(at) => {
             if !req.force {
                 return Err(format!(
-                    "{CONFIG_FILE} already points to {}, not {wanted}; staticpin will not take over another admission setup without --force",
+                    "{CONFIG_FILE} already points to {}, not {wanted}; staticpin takes over another admission setup only when forced to",
                     at.value
                 ));
             }
             let value = format!("{CONFIG_FILE}={wanted}");
             set_scalar(cx, at.item, field_path(cpath, at.field, at.index), &value)?;
             cx.summary
-                .push(format!("{CONFIG_FILE}: {} -> {wanted} (--force)", at.value));
+                .push(format!("{CONFIG_FILE}: {} -> {wanted} (forced)", at.value));
         }
         None => {
             let value = format!("{CONFIG_FILE}={wanted}");

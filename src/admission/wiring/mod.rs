@@ -394,7 +394,7 @@ status: {}
         );
         let e = plan(&elsewhere, &req()).unwrap_err();
         assert!(
-            e.contains("/etc/other/admission.yaml") && e.contains("--force"),
+            e.contains("/etc/other/admission.yaml") && e.contains("only when forced"),
             "{e}"
         );
         let mut forced = req();
