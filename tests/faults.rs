@@ -898,6 +898,39 @@ fn failed_v2_probe_is_not_cached_for_the_run() {
     );
 }
 
+/// `--concurrency N` puts up to N requests in flight at once, and 1 means
+/// one at a time: the server sees the overlap, not just the bound.
+#[test]
+fn concurrency_bounds_and_uses_parallel_requests() {
+    let body = manifest_body();
+    let digest = sha256_digest(&body);
+    // Every answer (the /v2/ probe too) is a slow manifest, so requests
+    // that can overlap do.
+    let slow = FaultStep::Delay(
+        Duration::from_millis(400),
+        Box::new(FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&digest))),
+    );
+    for (concurrency, want) in [("4", 2..=4), ("1", 1..=1)] {
+        let f = Faulty::start(vec![slow.clone()]);
+        let images: Vec<String> = (0..4).map(|i| f.image(&format!("app/x{i}:v1"))).collect();
+        let mut args = vec![
+            "--insecure-registry",
+            f.host(),
+            "--concurrency",
+            concurrency,
+        ];
+        args.extend(images.iter().map(String::as_str));
+        let out = Sandbox::new().resolve(&args);
+        assert_eq!(out.code, 0, "{out}\n{}", f.log());
+        let max = f.server.max_in_flight();
+        assert!(
+            want.contains(&max),
+            "--concurrency {concurrency}: {max} requests at once\n{}",
+            f.log()
+        );
+    }
+}
+
 #[test]
 fn the_whole_run_has_a_deadline() {
     let f = Faulty::start(vec![v2_ok(), FaultStep::Hang(Duration::from_secs(60))]);

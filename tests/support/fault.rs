@@ -153,6 +153,29 @@ struct State {
     script: Vec<FaultStep>,
     next: usize,
     requests: Vec<RecordedRequest>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a request as in flight until dropped, on every return path.
+struct InFlight<'s>(&'s Mutex<State>);
+
+impl<'s> InFlight<'s> {
+    fn enter(state: &'s Mutex<State>) -> InFlight<'s> {
+        let mut st = state.lock().unwrap();
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.lock() {
+            st.in_flight -= 1;
+        }
+    }
 }
 
 pub struct FaultServer {
@@ -174,6 +197,8 @@ impl FaultServer {
             script,
             next: 0,
             requests: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -209,6 +234,11 @@ impl FaultServer {
     /// Every request received so far, in the order steps were assigned.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub fn request_count(&self) -> usize {
@@ -264,6 +294,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let Ok(req) = parse_head(&buf[..head_len]) else {
         return;
     };
+    let _in_flight = InFlight::enter(state);
     let (step, idx, rec_pos) = {
         let mut st = state.lock().unwrap();
         let idx = st.next.min(st.script.len() - 1);
