@@ -2,7 +2,8 @@
 //!
 //! Every run gets a cleared environment (only a private `HOME`), a private
 //! cwd, and an explicit `--config` whose file names the sandbox's own
-//! kubelet root, certs directory, backup directory and manifest directory.
+//! kubelet root, certs directory, backup directory, manifest directory and
+//! lock file.
 //! So nothing of the machine running the tests is read: not
 //! `/etc/staticpin`, not a docker config, not a CA, not `NO_COLOR`.
 
@@ -85,12 +86,13 @@ impl Sandbox {
     }
 
     /// Replaces the config file with the sandbox's paths plus `extra` (more
-    /// top-level keys; they must not repeat the four path keys).
+    /// top-level keys; they must not repeat the five path keys).
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "manifestDir: {}\nbackupDir: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
+            "manifestDir: {}\nbackupDir: {}\nlockFile: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
             self.path("manifests").display(),
             self.path("backups").display(),
+            self.path("lock").display(),
             self.path("kubelet").display(),
             self.certs().display(),
         );
