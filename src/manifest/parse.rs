@@ -473,6 +473,28 @@ enum Open {
 }
 
 impl Builder<'_> {
+    /// A collection closes: leave its flow context, record its anchor's
+    /// range, and count its alias expansions into the enclosing one.
+    fn close(
+        &mut self,
+        frame_jumps: &mut Vec<u64>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        end: Span,
+        line: usize,
+    ) {
+        self.flow -= usize::from(flow);
+        self.anchor(anchor, start, end, line);
+        let inner = frame_jumps.pop().unwrap_or(0);
+        if let Some(outer) = frame_jumps.last_mut() {
+            *outer = outer.saturating_add(inner);
+        }
+        if anchor != 0 {
+            self.anchor_jumps.insert(anchor, inner);
+        }
+    }
+
     /// Builds the node that starts with `first`, pulling further events.
     fn build<'a>(
         &mut self,
@@ -502,15 +524,7 @@ impl Builder<'_> {
                         start,
                         line,
                     }) if matches!(ev, Event::SequenceEnd) => {
-                        self.flow -= usize::from(flow);
-                        self.anchor(anchor, start, span, line);
-                        let inner = frame_jumps.pop().unwrap_or(0);
-                        if let Some(outer) = frame_jumps.last_mut() {
-                            *outer = outer.saturating_add(inner);
-                        }
-                        if anchor != 0 {
-                            self.anchor_jumps.insert(anchor, inner);
-                        }
+                        self.close(&mut frame_jumps, flow, anchor, start, span, line);
                         Node::Seq { items, flow }
                     }
                     Some(Open::Map {
@@ -522,15 +536,7 @@ impl Builder<'_> {
                         line,
                         ..
                     }) if matches!(ev, Event::MappingEnd) => {
-                        self.flow -= usize::from(flow);
-                        self.anchor(anchor, start, span, line);
-                        let inner = frame_jumps.pop().unwrap_or(0);
-                        if let Some(outer) = frame_jumps.last_mut() {
-                            *outer = outer.saturating_add(inner);
-                        }
-                        if anchor != 0 {
-                            self.anchor_jumps.insert(anchor, inner);
-                        }
+                        self.close(&mut frame_jumps, flow, anchor, start, span, line);
                         Node::Map(entries)
                     }
                     _ => {
