@@ -11,6 +11,7 @@ mod client;
 mod hosts;
 pub(crate) mod tls;
 mod verify;
+mod wire;
 
 use std::collections::HashMap;
 use std::fmt;
