@@ -207,72 +207,85 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
             .iter()
             .flat_map(|w| [w.span.start.index(), w.span.end.index()]),
     );
-    let mut images = Vec::new();
-    for (w, ends) in wanted.into_iter().zip(offsets.chunks(2)) {
-        let (start, end) = (ends[0], ends[1]);
-        let line = w.span.start.line();
-        let path = if w.field == VOLUMES_FIELD {
-            format!("spec.volumes[{}].image.reference", w.index)
-        } else {
-            format!("spec.{}[{}].image", w.field, w.index)
-        };
-        let site_err = |why: &str| Skip::error(format!("{path} on line {line}: {why}"));
-        let at = w.span.start.index();
-        if let Some((_, anchor_line, alias_line)) = parsed
-            .aliased_anchors
-            .iter()
-            .find(|(r, _, _)| r.start <= at && at <= r.end)
-        {
-            return Err(site_err(&format!(
-                "it lies under a YAML anchor (line {anchor_line}) that is aliased on line \
-                 {alias_line}; pinning it would also change what the alias stands for, so \
-                 staticpin does not pin images inside aliased anchors"
-            )));
-        }
-        // Scalars may only carry `!!str` tags (see `check_tag`).
-        let tagged = text[start..end.max(start)]
-            .split_whitespace()
-            .any(|t| t.starts_with('!'));
-        if w.style == ScalarStyle::Plain && !tagged {
-            if let Some(kind) = yaml11_non_string(w.value) {
-                return Err(site_err(&format!(
-                    "`{}` is {kind} to kubelet's YAML 1.1 reader, not a string; quote it",
-                    w.value
-                )));
-            }
-        }
-        if w.value.is_empty() {
-            return Err(site_err("the image value is empty, which kubelet rejects"));
-        }
-        let (quoting, inner) =
-            locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
-        if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
-            // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
-            // do not agree on every escape.
-            return Err(site_err(
-                "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
-            ));
-        }
-        images.push(ImageSite {
-            field: w.field,
-            index: w.index,
-            container: w
-                .owner
-                .and_then(|c| c.get("name"))
-                .and_then(Node::as_str)
-                .map(str::to_string),
-            value: w.value.to_string(),
-            quoting,
-            inner,
-            line,
-            flow: parsed.flow_plain.contains(&at),
-        });
-    }
+    let images = wanted
+        .into_iter()
+        .zip(offsets.chunks(2))
+        .map(|(w, ends)| locate_site(text, &parsed, w, ends[0]..ends[1]))
+        .collect::<Result<Vec<_>, _>>()?;
     json_cross_check(text, &images)?;
     Ok(Pod {
         name,
         images,
         notes,
+    })
+}
+
+/// One image scalar, located to its exact bytes (`bytes`: the parser's span
+/// in bytes) and checked: not under an aliased anchor, a string to YAML 1.1,
+/// not empty, without escapes.
+fn locate_site(
+    text: &str,
+    parsed: &Parsed,
+    w: Wanted<'_>,
+    bytes: Range<usize>,
+) -> Result<ImageSite, Skip> {
+    let (start, end) = (bytes.start, bytes.end);
+    let line = w.span.start.line();
+    let path = if w.field == VOLUMES_FIELD {
+        format!("spec.volumes[{}].image.reference", w.index)
+    } else {
+        format!("spec.{}[{}].image", w.field, w.index)
+    };
+    let site_err = |why: &str| Skip::error(format!("{path} on line {line}: {why}"));
+    let at = w.span.start.index();
+    if let Some((_, anchor_line, alias_line)) = parsed
+        .aliased_anchors
+        .iter()
+        .find(|(r, _, _)| r.start <= at && at <= r.end)
+    {
+        return Err(site_err(&format!(
+            "it lies under a YAML anchor (line {anchor_line}) that is aliased on line \
+             {alias_line}; pinning it would also change what the alias stands for, so \
+             staticpin does not pin images inside aliased anchors"
+        )));
+    }
+    // Scalars may only carry `!!str` tags (see `check_tag`).
+    let tagged = text[start..end.max(start)]
+        .split_whitespace()
+        .any(|t| t.starts_with('!'));
+    if w.style == ScalarStyle::Plain && !tagged {
+        if let Some(kind) = yaml11_non_string(w.value) {
+            return Err(site_err(&format!(
+                "`{}` is {kind} to kubelet's YAML 1.1 reader, not a string; quote it",
+                w.value
+            )));
+        }
+    }
+    if w.value.is_empty() {
+        return Err(site_err("the image value is empty, which kubelet rejects"));
+    }
+    let (quoting, inner) =
+        locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
+    if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
+        // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
+        // do not agree on every escape.
+        return Err(site_err(
+            "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
+        ));
+    }
+    Ok(ImageSite {
+        field: w.field,
+        index: w.index,
+        container: w
+            .owner
+            .and_then(|c| c.get("name"))
+            .and_then(Node::as_str)
+            .map(str::to_string),
+        value: w.value.to_string(),
+        quoting,
+        inner,
+        line,
+        flow: parsed.flow_plain.contains(&at),
     })
 }
 
