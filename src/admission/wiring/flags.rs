@@ -114,8 +114,20 @@ pub(super) fn wire_flags(
         }
     }
 
+    wire_config_file(cx, &lists, cpath, (flag_field, flag_list), req)
+}
+
+/// Points `--admission-control-config-file` at the config: added where the
+/// flags live, or taken over from another setup only when forced.
+fn wire_config_file(
+    cx: &mut Editor,
+    lists: &Lists,
+    cpath: &[Seg],
+    (flag_field, flag_list): (&'static str, &Node),
+    req: &Request,
+) -> Result<(), String> {
     let wanted = req.config_file.display().to_string();
-    match find_flag(&lists, CONFIG_FILE)? {
+    match find_flag(lists, CONFIG_FILE)? {
         Some(at) if at.value == wanted => {}
         Some(at) => {
             if !req.force {
