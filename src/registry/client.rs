@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 use tokio::sync::OnceCell;
 
 use super::auth::{parse_token_response, Challenge, TokenCache};
@@ -299,58 +299,7 @@ impl HttpResolver {
                     url: current,
                 });
             }
-            let protocol = |why: String| Failure::new(ErrorKind::Protocol, why);
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    protocol(format!(
-                        "{} answered {status} without a Location",
-                        super::excerpt(current.as_str())
-                    ))
-                })?;
-            let mut next = current.join(location).map_err(|e| {
-                protocol(format!(
-                    "{} redirected to {}, which is not a URL: {e}",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(location)
-                ))
-            })?;
-            // Userinfo in a Location would become a Basic header: drop it.
-            let _ = next.set_username("");
-            let _ = next.set_password(None);
-            next.set_fragment(None);
-            if !matches!(next.scheme(), "http" | "https") {
-                return Err(protocol(format!(
-                    "{} redirected to {}, not HTTP",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if seen.contains(&next) {
-                return Err(protocol(format!(
-                    "redirect loop: {} redirected back to {}",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if seen.len() > MAX_REDIRECTS {
-                return Err(protocol(format!(
-                    "more than {MAX_REDIRECTS} redirects, the last to {}",
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if current.scheme() == "https"
-                && next.scheme() == "http"
-                && !self.is_insecure(&authority(&next))
-            {
-                return Err(protocol(format!(
-                    "{} redirected to plain HTTP {}; refusing the downgrade",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
+            let next = self.redirect_target(&resp, &current, &seen)?;
             if origin(&next) == home {
                 hop_client = client.clone();
                 hop_headers = headers.clone();
@@ -368,6 +317,71 @@ impl HttpResolver {
             seen.push(next.clone());
             current = next;
         }
+    }
+
+    /// Where a redirect answer points, checked: a URL, HTTP(S), no
+    /// userinfo, no loop, not too many hops, no downgrade to plain HTTP
+    /// unless the target is marked insecure.
+    fn redirect_target(
+        &self,
+        resp: &reqwest::Response,
+        current: &Url,
+        seen: &[Url],
+    ) -> Result<Url, Failure> {
+        let protocol = |why: String| Failure::new(ErrorKind::Protocol, why);
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                protocol(format!(
+                    "{} answered {status} without a Location",
+                    super::excerpt(current.as_str())
+                ))
+            })?;
+        let mut next = current.join(location).map_err(|e| {
+            protocol(format!(
+                "{} redirected to {}, which is not a URL: {e}",
+                super::excerpt(current.as_str()),
+                super::excerpt(location)
+            ))
+        })?;
+        // Userinfo in a Location would become a Basic header: drop it.
+        let _ = next.set_username("");
+        let _ = next.set_password(None);
+        next.set_fragment(None);
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(protocol(format!(
+                "{} redirected to {}, not HTTP",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        if seen.contains(&next) {
+            return Err(protocol(format!(
+                "redirect loop: {} redirected back to {}",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        if seen.len() > MAX_REDIRECTS {
+            return Err(protocol(format!(
+                "more than {MAX_REDIRECTS} redirects, the last to {}",
+                super::excerpt(next.as_str())
+            )));
+        }
+        if current.scheme() == "https"
+            && next.scheme() == "http"
+            && !self.is_insecure(&authority(&next))
+        {
+            return Err(protocol(format!(
+                "{} redirected to plain HTTP {}; refusing the downgrade",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        Ok(next)
     }
 
     /// Probes `/v2/` to learn the host's scheme and auth challenge; only a
