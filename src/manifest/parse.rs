@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 pub(crate) use super::locate::{byte_offsets, locate_scalar};
 pub(crate) use super::yaml11::yaml11_non_string;
@@ -559,79 +559,16 @@ impl Builder<'_> {
                     }
                 },
                 Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
-                    let kind = if matches!(ev, Event::SequenceStart(..)) {
-                        "seq"
-                    } else {
-                        "map"
-                    };
-                    check_tag(tag.as_deref(), kind, line)?;
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(Skip::error(format!(
-                            "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
-                        )));
-                    }
-                    // A flow collection's start event ends at its `[` or `{`;
-                    // a block one's is empty or covers only its anchor and tag.
-                    let flow = span.end.index() > span.start.index()
-                        && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
-                    self.flow += usize::from(flow);
+                    let seq = matches!(ev, Event::SequenceStart(..));
+                    let open = self.open(seq, anchor, tag.as_deref(), span, stack.len())?;
                     frame_jumps.push(0);
-                    stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                        Open::Seq {
-                            items: Vec::new(),
-                            flow,
-                            anchor,
-                            start: span,
-                            line,
-                        }
-                    } else {
-                        Open::Map {
-                            entries: Vec::new(),
-                            key: None,
-                            seen: HashMap::new(),
-                            flow,
-                            anchor,
-                            start: span,
-                            line,
-                        }
-                    });
+                    stack.push(open);
                     continue;
                 }
                 Event::Scalar(v, style, anchor, tag) => {
-                    check_tag(tag.as_deref(), "str", line)?;
-                    if tag.is_some() {
-                        self.str_tagged.insert(span.start.index());
-                    }
-                    if style == ScalarStyle::Plain && self.flow > 0 {
-                        check_flow_plain(&v, line)?;
-                        self.flow_plain.insert(span.start.index());
-                    }
-                    self.anchor(anchor, span, span, line);
-                    Node::Scalar {
-                        value: v.into_owned(),
-                        style,
-                        span,
-                    }
+                    self.scalar(&v, style, anchor, tag.as_deref(), span)?
                 }
-                Event::Alias(id) => {
-                    self.aliases.push((id, line));
-                    let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
-                    jumps = jumps.saturating_add(j);
-                    if let Some(f) = frame_jumps.last_mut() {
-                        *f = f.saturating_add(j);
-                    }
-                    if jumps > MAX_ALIAS_EXPANSIONS {
-                        return Err(Skip::error(format!(
-                            "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
-                        )));
-                    }
-                    if self.aliases.len() > MAX_ALIASES {
-                        return Err(Skip::error(format!(
-                            "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
-                        )));
-                    }
-                    Node::Alias
-                }
+                Event::Alias(id) => self.alias(id, line, &mut jumps, &mut frame_jumps)?,
                 _ => return Err(Skip::error("not valid YAML: unexpected event")),
             };
             // Hand the finished node to its parent, or return it.
@@ -650,6 +587,102 @@ impl Builder<'_> {
                 },
             }
         }
+    }
+
+    /// A collection starts: its tag is checked, its depth bounded, and
+    /// whether it is flow style noted.
+    fn open(
+        &mut self,
+        seq: bool,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+        depth: usize,
+    ) -> Result<Open, Skip> {
+        let line = span.start.line();
+        check_tag(tag, if seq { "seq" } else { "map" }, line)?;
+        if depth >= MAX_DEPTH {
+            return Err(Skip::error(format!(
+                "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
+            )));
+        }
+        // A flow collection's start event ends at its `[` or `{`;
+        // a block one's is empty or covers only its anchor and tag.
+        let flow = span.end.index() > span.start.index()
+            && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
+        self.flow += usize::from(flow);
+        Ok(if seq {
+            Open::Seq {
+                items: Vec::new(),
+                flow,
+                anchor,
+                start: span,
+                line,
+            }
+        } else {
+            Open::Map {
+                entries: Vec::new(),
+                key: None,
+                seen: HashMap::new(),
+                flow,
+                anchor,
+                start: span,
+                line,
+            }
+        })
+    }
+
+    fn scalar(
+        &mut self,
+        v: &str,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Result<Node, Skip> {
+        let line = span.start.line();
+        check_tag(tag, "str", line)?;
+        if tag.is_some() {
+            self.str_tagged.insert(span.start.index());
+        }
+        if style == ScalarStyle::Plain && self.flow > 0 {
+            check_flow_plain(v, line)?;
+            self.flow_plain.insert(span.start.index());
+        }
+        self.anchor(anchor, span, span, line);
+        Ok(Node::Scalar {
+            value: v.to_owned(),
+            style,
+            span,
+        })
+    }
+
+    /// An alias: counted, with the expansions it stands for, against the
+    /// document's and the enclosing collection's budgets.
+    fn alias(
+        &mut self,
+        id: usize,
+        line: usize,
+        jumps: &mut u64,
+        frame_jumps: &mut [u64],
+    ) -> Result<Node, Skip> {
+        self.aliases.push((id, line));
+        let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
+        *jumps = jumps.saturating_add(j);
+        if let Some(f) = frame_jumps.last_mut() {
+            *f = f.saturating_add(j);
+        }
+        if *jumps > MAX_ALIAS_EXPANSIONS {
+            return Err(Skip::error(format!(
+                "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
+            )));
+        }
+        if self.aliases.len() > MAX_ALIASES {
+            return Err(Skip::error(format!(
+                "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
+            )));
+        }
+        Ok(Node::Alias)
     }
 
     fn anchor(&mut self, id: usize, start: Span, end: Span, line: usize) {
