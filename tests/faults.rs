@@ -928,3 +928,69 @@ fn the_whole_run_has_a_deadline() {
     );
     assert!(out.elapsed < Duration::from_secs(6), "{out}");
 }
+
+// ---------------------------------------------------------------------------
+// Drift peeks with HEAD; --update pins only verified bytes
+
+/// `status` asks with HEAD and reports the registry's claim; `pin --update`
+/// moves the pin only to the digest of the bytes a GET served, never to the
+/// HEAD's claim.
+#[test]
+fn status_peeks_with_head_and_update_pins_only_verified_bytes() {
+    let body = manifest_body();
+    let good = sha256_digest(&body);
+    let claim = format!("sha256:{}", "c".repeat(64));
+    let old = format!("sha256:{}", "d".repeat(64));
+    let script = || {
+        vec![
+            v2_ok(),
+            FaultStep::by_method(
+                FaultStep::manifest(b"", MT_OCI_MANIFEST, Some(&claim)),
+                FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&good)),
+            ),
+        ]
+    };
+    let f = Faulty::start(script());
+    let sb = Sandbox::new();
+    sb.write_config(&format!("lockFile: {}\n", sb.path("lock").display()));
+    let image = f.image("app/x:v1");
+    let file = sb.path("manifests/x.yaml");
+    let text = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers:\n  - name: x\n    image: {image}@{old}\n"
+    );
+    std::fs::write(&file, &text).unwrap();
+
+    let out = sb.run("status", &["--insecure-registry", f.host(), "-o", "json"]);
+    assert_eq!(out.code, 1, "{out}\n{}", f.log());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["images"][0]["drift"], "drifted", "{out}");
+    assert_eq!(v["images"][0]["tagDigest"], claim.as_str(), "{out}");
+    let manifests: Vec<_> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/manifests/"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "one HEAD per tag\n{}", f.log());
+    assert_eq!(manifests[0].method, "HEAD", "{}", f.log());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        text,
+        "status writes nothing"
+    );
+
+    f.server.set_script(script());
+    let out = sb.run("pin", &["--insecure-registry", f.host(), "--update"]);
+    assert_eq!(out.code, 0, "{out}\n{}", f.log());
+    let now = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(now, text.replace(&old, &good), "pinned the GET's bytes");
+    assert!(!now.contains(&claim));
+    assert!(
+        f.requests()
+            .iter()
+            .filter(|r| r.path.contains("/manifests/"))
+            .skip(1)
+            .all(|r| r.method == "GET"),
+        "{}",
+        f.log()
+    );
+}

@@ -73,6 +73,7 @@ impl Resolver for Fake {
         Ok(Resolution {
             digest: Digest::sha256_of(image.normalized().as_bytes()),
             media_type: None,
+            via: None,
         })
     }
 }

@@ -760,7 +760,6 @@ mod cli {
     fn every_mode_refuses_a_duplicate_image_key() {
         let sb = Sandbox::new();
         let dir = sb.path("manifests");
-        std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.yaml");
         let text = super::pod(&format!(
             "  - name: a\n    image: {}\n    image: reg.example/app:1\n",
@@ -772,8 +771,7 @@ mod cli {
             super::pod(&format!("  - name: a\n    image: {}\n", super::PINNED)),
         )
         .unwrap();
-        let config = sb.path("config.yaml");
-        std::fs::write(&config, "").unwrap();
+        let config = sb.config_file();
         let common = |sub: &str, extra: &[&str]| {
             let mut args = vec![
                 sub.to_string(),
@@ -852,6 +850,7 @@ mod pass {
             Ok(Resolution {
                 digest: Digest::sha256_of(image.normalized().as_bytes()),
                 media_type: None,
+                via: None,
             })
         }
     }
@@ -873,6 +872,7 @@ mod pass {
                 ..Default::default()
             },
             keep_backups: 5,
+            ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -14,14 +14,19 @@ pub struct CheckConfigArgs {
 }
 
 pub fn run(args: CheckConfigArgs) -> u8 {
-    match load_config(args.file.as_deref()).map(|(_, files)| files) {
-        Ok(files) if files.is_empty() => {
-            println!("no config files; built-in defaults apply");
-            EXIT_OK
-        }
-        Ok(files) => {
+    match load_config(args.file.as_deref()) {
+        Ok((settings, files)) => {
+            if files.is_empty() {
+                println!("no config files; built-in defaults apply");
+            }
             for f in files {
                 println!("{}: ok", f.display());
+            }
+            if !settings.policy.has_registry_policy() {
+                println!("no registry policy: policy.trustedRegistries is empty");
+            }
+            for line in settings.policy.summary() {
+                println!("{line}");
             }
             EXIT_OK
         }

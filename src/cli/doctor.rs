@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{load_config, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use super::{EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
 use crate::pass::{self, Outcome};
@@ -18,6 +18,9 @@ use crate::pass::{self, Outcome};
 pub struct DoctorArgs {
     #[command(flatten)]
     pub config: super::ConfigFlag,
+
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
 
     /// AdmissionConfiguration to check [default: admission.configFile from the config].
     #[arg(long, value_name = "FILE")]
@@ -40,7 +43,9 @@ struct Row {
 
 pub async fn run(args: DoctorArgs) -> u8 {
     let mut rows = Vec::new();
-    let cfg = match load_config(args.config.file.as_deref()).map(|(c, _)| c) {
+    let mut flags = crate::config::Fragment::default();
+    args.policy.apply(&mut flags);
+    let cfg = match args.config.load(flags) {
         Ok(c) => {
             rows.push(Row {
                 level: Level::Pass,
@@ -61,8 +66,9 @@ pub async fn run(args: DoctorArgs) -> u8 {
     let dir = args.path.clone().unwrap_or(cfg.manifest_dir.clone());
 
     // Pinning, without asking any registry.
-    let report = pass::check(std::slice::from_ref(&dir));
+    let report = pass::check_with(std::slice::from_ref(&dir), &cfg.policy);
     pin_rows(&mut rows, &report);
+    trust_rows(&mut rows, &report, &cfg.policy);
 
     let admission_file = args.admission_config.clone().or_else(|| {
         cfg.admission
@@ -95,6 +101,7 @@ fn pin_rows(rows: &mut Vec<Row>, report: &pass::Report) {
                     "{n} image(s) not pinned: {}",
                     f.images
                         .iter()
+                        .filter(|i| !i.had_digest())
                         .map(|i| i.image.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -110,6 +117,45 @@ fn pin_rows(rows: &mut Vec<Row>, report: &pass::Report) {
             level,
             check: format!("pinned {}", f.path.display()),
             detail,
+        });
+    }
+}
+
+/// One row for the registry policy, and one per untrusted image: a warning
+/// under `policy.untrusted: warn`, a failure under `deny` (pin would refuse).
+fn trust_rows(rows: &mut Vec<Row>, report: &pass::Report, policy: &crate::policy::Policy) {
+    if !policy.has_registry_policy() {
+        rows.push(Row {
+            level: Level::Pass,
+            check: "registry policy".into(),
+            detail: "none (policy.trustedRegistries is empty)".into(),
+        });
+        return;
+    }
+    let level = match policy.untrusted {
+        crate::policy::Untrusted::Warn => Level::Warn,
+        crate::policy::Untrusted::Deny => Level::Fail,
+    };
+    let mut untrusted = 0;
+    for f in &report.files {
+        for i in f.images.iter().filter(|i| i.trusted == Some(false)) {
+            untrusted += 1;
+            rows.push(Row {
+                level,
+                check: format!("trusted {}:{}", f.path.display(), i.line),
+                detail: format!(
+                    "container {}: {}",
+                    i.container.as_deref().unwrap_or("(unnamed)"),
+                    i.policy.clone().unwrap_or_else(|| i.image.clone())
+                ),
+            });
+        }
+    }
+    if untrusted == 0 {
+        rows.push(Row {
+            level: Level::Pass,
+            check: "registry policy".into(),
+            detail: "every image is from a trusted registry".into(),
         });
     }
 }

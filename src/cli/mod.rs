@@ -9,6 +9,7 @@ mod doctor;
 mod pin;
 mod resolve;
 mod rollback;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,7 +26,7 @@ pub const EXIT_FAILED: u8 = 2;
 
 const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a check found unpinned images (check modes)\n  2  at least one image or file failed, or the arguments were invalid";
 
-const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod\n  1  --check found images that are not digest-pinned\n  2  a file failed (an image did not resolve, a write failed, the file changed\n     while staticpin ran) or was skipped for an error kubelet would also hit\n     (unparsable, an empty first document, over 10 MiB), another staticpin held the\n     lock past --lock-timeout, or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
+const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already pinned, or skipped as not a Pod (images outside\n     policy.trustedRegistries are reported, and pinned, under policy.untrusted: warn)\n  1  --check found images that are not digest-pinned or not from a trusted registry\n  2  a file failed (an image did not resolve, a write failed, the file changed\n     while staticpin ran, policy.untrusted: deny refused an image) or was skipped\n     for an error kubelet would also hit (unparsable, an empty first document,\n     over 10 MiB), another staticpin held the lock past --lock-timeout, the metrics\n     file could not be written, or the arguments were invalid\nA failed file is left byte-for-byte as it was; the other files still proceed.";
 
 const ROLLBACK_EXIT_CODES_HELP: &str = "Exit codes:\n  0  the run was undone, or there was nothing to undo\n  2  a file was refused or failed, the backup tree is not trusted, or the\n     arguments were invalid";
 
@@ -80,6 +81,13 @@ pub enum Command {
 
     /// Set up the ImagePolicyWebhook admission plugin's files.
     Admission(admission::AdmissionArgs),
+
+    /// Every image: pinned digest, trusted or not, and whether its tag drifted.
+    ///
+    /// Read-only: one HEAD per unique pinned tag, nothing written. Exit 0 when
+    /// every image is pinned, current and trusted, 1 when something drifted,
+    /// is untrusted or unpinned, 2 when a file or a registry failed.
+    Status(status::StatusArgs),
 }
 
 /// Prints a one-line error for a setup problem and returns the failure code.
@@ -235,6 +243,35 @@ impl RegistryArgs {
     }
 }
 
+/// `--trusted-registry`, for every subcommand that judges images.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyArgs {
+    /// Trust images under this registry prefix, host[:port][/path], matched at
+    /// a path boundary on the normalised name. Repeatable; replaces
+    /// policy.trustedRegistries.
+    #[arg(long = "trusted-registry", value_name = "PREFIX", value_parser = trusted_prefix_flag)]
+    pub trusted_registries: Vec<String>,
+}
+
+impl PolicyArgs {
+    /// Sets `policy.trustedRegistries` in `f` when the flag was given.
+    pub fn apply(&self, f: &mut config::Fragment) {
+        if let Some(list) = given(&self.trusted_registries) {
+            let raw = crate::policy::RawPolicy {
+                trusted_registries: Some(list),
+                ..Default::default()
+            };
+            f.policy = Some(f.policy.take().unwrap_or_default().merge(raw));
+        }
+    }
+}
+
+fn trusted_prefix_flag(s: &str) -> Result<String, String> {
+    crate::policy::TrustedPrefix::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// A repeatable flag replaces the config's list when given at all.
 fn given<T: Clone>(flags: &[T]) -> Option<Vec<T>> {
     (!flags.is_empty()).then(|| flags.to_vec())
@@ -341,6 +378,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Doctor(args) => runtime.block_on(doctor::run(args)),
         Command::Admission(args) => admission::run(args),
+        Command::Status(args) => runtime.block_on(status::run(args)),
     };
     ExitCode::from(code)
 }

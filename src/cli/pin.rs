@@ -1,7 +1,7 @@
 //! `staticpin pin [PATH...]`: pin, dry-run or check static pod manifests.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
@@ -9,6 +9,7 @@ use super::{fail, OutputFormat, RegistryArgs, EXIT_CHECK, EXIT_FAILED, EXIT_OK};
 use crate::apiserver;
 use crate::backup::BackupStore;
 use crate::config;
+use crate::pass::metrics::{self, Counters, Metrics};
 use crate::pass::{self, LockSettings, Mode, Report};
 use crate::registry::HttpResolver;
 
@@ -47,6 +48,19 @@ pub struct PinArgs {
 
     #[command(flatten)]
     pub lock: LockArgs,
+
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
+
+    /// Re-pin images whose tag now names another digest (fetched and
+    /// verified like every pin). Without it a pinned image never moves. Config: update.
+    #[arg(long, conflicts_with = "check")]
+    pub update: bool,
+
+    /// Write Prometheus metrics of this run here (atomically), for
+    /// node_exporter's textfile collector. Config: metricsFile.
+    #[arg(long, value_name = "FILE", value_parser = super::path_flag, conflicts_with = "check")]
+    pub metrics_file: Option<PathBuf>,
 
     /// Print a unified diff of what would change and write nothing.
     #[arg(long, conflicts_with = "check")]
@@ -138,6 +152,9 @@ pub async fn run(args: PinArgs) -> u8 {
     let mut flags = config::Fragment::default();
     flags.backup_dir = args.backup_dir.clone();
     flags.digest_only = args.digest_only.then_some(true);
+    flags.update = args.update.then_some(true);
+    flags.metrics_file = args.metrics_file.clone();
+    args.policy.apply(&mut flags);
     let cfg = match args.registry.load_config_with(flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -156,7 +173,7 @@ pub async fn run(args: PinArgs) -> u8 {
     };
     // --check must work with no network, no credentials and no lock.
     if mode == Mode::Check {
-        return finish(&pass::check(&paths), args.output);
+        return finish(&pass::check_with(&paths, &cfg.policy), args.output);
     }
     let options = match options(&args, &cfg, mode) {
         Ok(o) => o,
@@ -172,8 +189,20 @@ pub async fn run(args: PinArgs) -> u8 {
         ..options
     };
     let resolver = HttpResolver::new(settings);
+    let started = Instant::now();
     match pass::run_once(&paths, &options, &resolver, Some(&store)).await {
-        Ok(report) => finish(&report, args.output),
+        Ok(report) => {
+            let metrics_ok = match &cfg.metrics_file {
+                Some(file) => write_metrics(file, &report, &options, started),
+                None => true,
+            };
+            let code = finish(&report, args.output);
+            if metrics_ok {
+                code
+            } else {
+                EXIT_FAILED
+            }
+        }
         Err(e) => fail(e),
     }
 }
@@ -226,7 +255,36 @@ fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::O
         health,
         lock: args.lock.settings(cfg),
         keep_backups: cfg.keep_backups as usize,
+        policy: cfg.policy.clone(),
+        update: cfg.update,
     })
+}
+
+/// The metrics file after a pass; the counters are this run's (see
+/// [`pass::metrics`]). A failure to write it fails the run, as a stale file
+/// would hide the state from monitoring.
+fn write_metrics(
+    file: &std::path::Path,
+    report: &Report,
+    options: &pass::Options,
+    started: Instant,
+) -> bool {
+    let mut counters = Counters::default();
+    counters.record(report);
+    let m = Metrics::from_report(
+        report,
+        options.admission.is_some(),
+        &counters,
+        SystemTime::now(),
+        started.elapsed(),
+    );
+    match metrics::write_textfile(file, &m) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("staticpin: cannot write the metrics file: {e}");
+            false
+        }
+    }
 }
 
 fn finish(report: &Report, output: OutputFormat) -> u8 {
@@ -239,7 +297,7 @@ fn finish(report: &Report, output: OutputFormat) -> u8 {
     }
     if report.has_errors() {
         EXIT_FAILED
-    } else if report.mode == Mode::Check && report.unpinned() > 0 {
+    } else if report.mode == Mode::Check && (report.unpinned() > 0 || report.untrusted() > 0) {
         EXIT_CHECK
     } else {
         EXIT_OK

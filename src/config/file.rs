@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{duration, ConfigError, ConfigPaths};
+use crate::policy::RawPolicy;
 
 /// One file's worth of settings, or the flags of one command line. `None`
 /// means "not set here", so an earlier file's value (or the default) stands.
@@ -53,11 +54,28 @@ pub struct Fragment {
     pub digest_only: Option<bool>,
     /// `admission`.
     pub admission: Option<AdmissionFragment>,
+    /// `policy`: trusted registries and what happens to other images.
+    pub policy: Option<RawPolicy>,
+    /// `metricsFile`: the Prometheus text file written after every pass.
+    pub metrics_file: Option<PathBuf>,
+    /// `update`: move pins whose tag now names another digest.
+    pub update: Option<bool>,
     /// Which file set each key, so validation can blame the right one. A key
     /// set without an entry here came from the command line or from code.
     #[serde(skip)]
     pub(super) origins: BTreeMap<&'static str, PathBuf>,
 }
+
+/// `policy.*` keys as origins record them: [`RawPolicy::keys_set`] spells
+/// them without the `policy.` that errors and `check-config` show.
+const POLICY_KEYS: [(&str, &str); 6] = [
+    ("trustedRegistries", "policy.trustedRegistries"),
+    ("untrusted", "policy.untrusted"),
+    ("requireDigest", "policy.requireDigest"),
+    ("denyLatest", "policy.denyLatest"),
+    ("exemptNamespaces", "policy.exemptNamespaces"),
+    ("allowBreakGlass", "policy.allowBreakGlass"),
+];
 
 /// The ImagePolicyWebhook wiring that `pin` applies and `doctor` checks.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -85,6 +103,10 @@ impl Fragment {
             }),
             (a, b) => b.or(a),
         };
+        let policy = match (self.policy, later.policy.clone()) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => b.or(a),
+        };
         let mut origins = self.origins;
         for key in later.keys_set() {
             match later.origins.get(key) {
@@ -109,6 +131,9 @@ impl Fragment {
             concurrency: later.concurrency.or(self.concurrency),
             digest_only: later.digest_only.or(self.digest_only),
             admission,
+            policy,
+            metrics_file: later.metrics_file.or(self.metrics_file),
+            update: later.update.or(self.update),
             origins,
         }
     }
@@ -139,9 +164,19 @@ impl Fragment {
                 "admission.configFile",
                 admission.is_some_and(|a| a.config_file.is_some()),
             ),
+            ("metricsFile", self.metrics_file.is_some()),
+            ("update", self.update.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
+        .chain(self.policy.iter().flat_map(|p| {
+            p.keys_set().into_iter().filter_map(|k| {
+                POLICY_KEYS
+                    .iter()
+                    .find(|(short, _)| *short == k)
+                    .map(|(_, long)| *long)
+            })
+        }))
         .collect()
     }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{duration, ConfigError, Fragment};
+use crate::policy::{Policy, PolicyError};
 
 /// kubelet's `staticPodPath` on kubeadm nodes.
 pub const DEFAULT_MANIFEST_DIR: &str = "/etc/kubernetes/manifests";
@@ -71,6 +72,13 @@ pub struct Settings {
     pub digest_only: bool,
     /// ImagePolicyWebhook wiring.
     pub admission: AdmissionSettings,
+    /// Trusted registries and what `pin` does with other images; the
+    /// default is no registry policy.
+    pub policy: Policy,
+    /// The Prometheus text file written after every pass; `None`: none.
+    pub metrics_file: Option<PathBuf>,
+    /// Move pins whose tag now resolves to another (verified) digest.
+    pub update: bool,
 }
 
 /// Whether `pin` wires ImagePolicyWebhook into kube-apiserver.yaml (and
@@ -101,6 +109,9 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             digest_only: false,
             admission: AdmissionSettings::default(),
+            policy: Policy::default(),
+            metrics_file: None,
+            update: false,
         }
     }
 }
@@ -185,6 +196,14 @@ impl Settings {
             });
         }
 
+        let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default()).map_err(
+            |e| match e {
+                PolicyError::Invalid { key, reason } => invalid(&key, reason),
+                other => invalid("policy", other.to_string()),
+            },
+        )?;
+        let metrics_file = path("metricsFile", fragment.metrics_file.clone())?;
+
         Ok(Settings {
             manifest_dir,
             backup_dir,
@@ -209,6 +228,9 @@ impl Settings {
                 enabled,
                 config_file,
             },
+            policy,
+            metrics_file,
+            update: fragment.update.unwrap_or(defaults.update),
         })
     }
 }

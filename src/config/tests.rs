@@ -384,7 +384,9 @@ fn every_key_parses() {
         "manifestDir: /m\nbackupDir: /b\nkeepBackups: 1\nlockFile: /l\ndockerConfig: /root/.docker/config.json\n\
          kubeletRootDir: /k\ncertsDirs: [/c]\ninsecureRegistries: ['reg.local:5000', '[::1]:5000']\n\
          timeout: 2.5\nconnectTimeout: 1\ndeadline: 90\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
-         admission:\n  enabled: false\n  configFile: /a.yaml\n",
+         admission:\n  enabled: false\n  configFile: /a.yaml\n\
+         policy:\n  trustedRegistries: [registry.k8s.io, 'myreg:5000/team/']\n  untrusted: deny\n\
+         metricsFile: /metrics/staticpin.prom\nupdate: true\n",
     );
     let s = result.unwrap();
     assert_eq!(
@@ -408,8 +410,53 @@ fn every_key_parses() {
                 enabled: false,
                 config_file: Some("/a.yaml".into()),
             },
+            policy: crate::policy::Policy::from_raw(&crate::policy::RawPolicy {
+                trusted_registries: Some(vec!["registry.k8s.io".into(), "myreg:5000/team".into()]),
+                untrusted: Some(crate::policy::Untrusted::Deny),
+                ..Default::default()
+            })
+            .unwrap(),
+            metrics_file: Some("/metrics/staticpin.prom".into()),
+            update: true,
         }
     );
+}
+
+#[test]
+fn policy_errors_name_the_key_and_the_file_that_set_it() {
+    let (_, result, _etc) = check_text(
+        "policy:\n  trustedRegistries: [registry.k8s.io, 'registry.k8s.io/pause:3.9']\n",
+    );
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("policy.trustedRegistries[1]"), "{e}");
+    assert!(e.contains("config.yaml"), "{e}");
+    let (_, result, _etc) = check_text("policy:\n  untrusted: maybe\n");
+    assert!(result.is_err());
+    let (_, result, _etc) = check_text("metricsFile: relative.prom\n");
+    assert!(result.unwrap_err().to_string().contains("metricsFile"));
+}
+
+#[test]
+fn policy_merges_per_key_across_files() {
+    let a = Fragment {
+        policy: Some(crate::policy::RawPolicy {
+            trusted_registries: Some(vec!["a.io".into()]),
+            untrusted: Some(crate::policy::Untrusted::Deny),
+            ..Default::default()
+        }),
+        ..Fragment::default()
+    };
+    let b = Fragment {
+        policy: Some(crate::policy::RawPolicy {
+            trusted_registries: Some(vec!["b.io".into()]),
+            ..Default::default()
+        }),
+        ..Fragment::default()
+    };
+    let s = Settings::from_fragment(a.merge(b)).unwrap();
+    assert_eq!(s.policy.untrusted, crate::policy::Untrusted::Deny);
+    assert_eq!(s.policy.trusted_registries.len(), 1);
+    assert_eq!(s.policy.trusted_registries[0].domain(), "b.io");
 }
 
 #[test]
@@ -519,6 +566,10 @@ fn shipped_example_states_the_default_of_each_key() {
         format!("connectTimeout: {}\n", d.connect_timeout.as_secs()),
         format!("retries: {}\n", d.retries),
         format!("concurrency: {}\n", d.concurrency),
+        format!("  untrusted: {}\n", d.policy.untrusted),
+        format!("update: {}\n", d.update),
+        "  trustedRegistries: []\n".to_string(),
+        "# metricsFile: ".to_string(),
         format!(
             "Registry requests in flight at once, 1 to {}.",
             MAX_CONCURRENCY

@@ -7,6 +7,8 @@
 //! - [`gate`]: the health gate, rolling back through the backup store.
 //! - [`report`]: typed per-file outcomes, text and JSON.
 //! - [`lock`]: one writing staticpin at a time.
+//! - [`drift`]: whether pinned tags moved (`status`, a daemon's resync).
+//! - [`metrics`]: the Prometheus text file written after a pass.
 //!
 //! [`run_once`] ties them together and owns the run's side effects: the
 //! lock, stale temp files, the backup run and pruning. A failure in one file
@@ -14,8 +16,10 @@
 //! each so the exit code can be trusted by scripts.
 
 pub mod commit;
+pub mod drift;
 pub mod gate;
 pub mod lock;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 
@@ -30,6 +34,7 @@ use crate::apiserver;
 use crate::backup::{BackupStore, DEFAULT_KEEP};
 use crate::fsutil;
 use crate::manifest::scan::{scan, Entry};
+use crate::policy::Policy;
 use crate::reference::ImageRef;
 use crate::registry::{resolve_all, Resolver};
 use plan::{LoadError, Loaded};
@@ -48,6 +53,12 @@ pub struct Options {
     pub lock: LockSettings,
     /// Backup runs kept after an [`Mode::Apply`] run.
     pub keep_backups: usize,
+    /// Trusted registries: images outside them are reported (`warn`) or
+    /// their whole file is refused (`deny`). Judged in [`plan`].
+    pub policy: Policy,
+    /// Re-pin `name:tag@digest` images whose tag now names another digest
+    /// (asked with a verified GET, like every pin). Off: pins never move.
+    pub update: bool,
 }
 
 impl Default for Options {
@@ -60,6 +71,8 @@ impl Default for Options {
             health: None,
             lock: LockSettings::default(),
             keep_backups: DEFAULT_KEEP,
+            policy: Policy::default(),
+            update: false,
         }
     }
 }
@@ -113,12 +126,19 @@ fn scan_all(paths: &[PathBuf], mode: Mode) -> Scanned {
 /// `--check` (and `doctor`): which images lack a digest. Reads only; no
 /// resolver, no network, no lock.
 pub fn check(paths: &[PathBuf]) -> Report {
+    check_with(paths, &Policy::default())
+}
+
+/// [`check`], also flagging images outside `policy`'s trusted registries,
+/// pinned or not, whatever `policy.untrusted` says.
+pub fn check_with(paths: &[PathBuf], policy: &Policy) -> Report {
     let Scanned { mut report, loaded } = scan_all(paths, Mode::Check);
     for (slot, l) in loaded {
-        let images = plan::unpinned(&l);
+        let images = plan::flagged(&l, policy);
         let f = &mut report.files[slot];
-        if !images.is_empty() {
-            f.outcome = Outcome::Unpinned(images.len());
+        let unpinned = images.iter().filter(|i| !i.had_digest()).count();
+        if unpinned > 0 {
+            f.outcome = Outcome::Unpinned(unpinned);
         }
         f.images = images;
     }
@@ -154,10 +174,18 @@ pub async fn run_once<R: Resolver>(
         ));
     }
 
+    // A file the policy refuses is left as it is, so none of its images is
+    // asked for: no request goes to a registry the node does not trust.
+    let refused: Vec<bool> = loaded
+        .iter()
+        .map(|(_, l)| !plan::refusals(l, &options.policy).is_empty())
+        .collect();
     // One resolution round for the whole pass, so each image is asked once.
     let wanted: Vec<ImageRef> = loaded
         .iter()
-        .flat_map(|(_, l)| l.sites.iter().map(|(_, r)| r.clone()))
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .flat_map(|((_, l), _)| l.sites.iter().map(|(_, r)| plan::to_ask(r, options.update)))
         .collect();
     let mut answers = resolve_all(resolver, &wanted, options.concurrency)
         .await
@@ -167,8 +195,12 @@ pub async fn run_once<R: Resolver>(
         (Mode::Apply, Some(store)) => Some(store.begin_run()),
         _ => None,
     };
-    for (slot, l) in loaded {
-        let file_answers: Vec<_> = answers.by_ref().take(l.sites.len()).collect();
+    for ((slot, l), refused) in loaded.into_iter().zip(refused) {
+        let file_answers: Vec<_> = if refused {
+            Vec::new()
+        } else {
+            answers.by_ref().take(l.sites.len()).collect()
+        };
         report.files[slot] = finish(&l, file_answers, options, run.as_mut());
     }
     if let (Mode::Apply, Some(gate)) = (options.mode, &options.health) {

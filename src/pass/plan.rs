@@ -13,6 +13,7 @@ use crate::backup::ImageChange;
 use crate::manifest::parse::{inspect, ImageSite};
 use crate::manifest::splice::{apply, verify, Edit};
 use crate::manifest::{Skip, MAX_MANIFEST_BYTES};
+use crate::policy::{self, Policy, Trust, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Resolution, ResolveError};
 
@@ -109,16 +110,73 @@ impl Plan {
 
 /// `--check`: the images without a digest; no resolver involved.
 pub fn unpinned(l: &Loaded) -> Vec<ImageReport> {
+    flagged(l, &Policy::default())
+}
+
+/// `--check` and `doctor`: the images without a digest or outside the trusted
+/// registries (pinned or not), judged as the webhook would judge the file as
+/// it is. No resolver involved.
+pub fn flagged(l: &Loaded, policy: &Policy) -> Vec<ImageReport> {
     l.sites
         .iter()
-        .filter(|(_, r)| r.digest().is_none())
-        .map(|(s, r)| ImageReport {
-            line: s.line,
-            image: r.original().to_string(),
-            pinned: None,
-            error: None,
+        .map(|(s, r)| report_for(s, r, &policy::evaluate(r, policy)))
+        .filter(|i| !i.had_digest() || i.trusted == Some(false))
+        .collect()
+}
+
+/// An image's report with the policy's say on it. Judged by its name as
+/// written, never the mirror it resolves through.
+fn report_for(site: &ImageSite, image: &ImageRef, verdict: &Verdict) -> ImageReport {
+    let trusted = match verdict.trust {
+        Trust::NoPolicy => None,
+        Trust::Trusted(_) => Some(true),
+        Trust::Untrusted | Trust::Unknown => Some(false),
+    };
+    ImageReport {
+        line: site.line,
+        image: image.original().to_string(),
+        container: site.container.clone(),
+        trusted,
+        policy: (!verdict.findings.is_empty()).then(|| verdict.message()),
+        ..ImageReport::default()
+    }
+}
+
+/// Why `policy` refuses to let `pin` touch this file: one entry per image
+/// `policy.untrusted: deny` rejects, naming its container and line. Empty
+/// when the file may be pinned.
+pub fn refusals(l: &Loaded, policy: &Policy) -> Vec<String> {
+    l.sites
+        .iter()
+        .filter_map(|(site, image)| {
+            let verdict = policy::evaluate_registry(image, policy);
+            (!verdict.allowed()).then(|| {
+                format!(
+                    "container {} (line {}): {}",
+                    site.container.as_deref().unwrap_or("(unnamed)"),
+                    site.line,
+                    verdict.message()
+                )
+            })
         })
         .collect()
+}
+
+/// What the resolver is asked for a site: the reference itself, or under
+/// `--update` the tag of a pinned `name:tag@digest`, so a moved tag shows.
+pub fn to_ask(image: &ImageRef, update: bool) -> ImageRef {
+    if update && image.tag().is_some() && image.digest().is_some() {
+        if let Some(tagged) = without_digest(image) {
+            return tagged;
+        }
+    }
+    image.clone()
+}
+
+/// `name:tag@digest` as `name:tag`.
+fn without_digest(image: &ImageRef) -> Option<ImageRef> {
+    let (name, _) = image.original().rsplit_once('@')?;
+    ImageRef::parse(name).ok()
 }
 
 /// Plans `l` from one answer per image site (in order). An error carries
@@ -129,20 +187,45 @@ pub fn plan(
     options: &Options,
 ) -> Result<Plan, (FileError, Vec<ImageReport>)> {
     debug_assert_ne!(options.mode, Mode::Check, "check mode does not plan");
+    // Refused before any answer is looked at: a denied file is left exactly
+    // as it is, whatever the registries said (the pass does not even ask).
+    let refused = refusals(l, &options.policy);
+    if !refused.is_empty() {
+        let images = l
+            .sites
+            .iter()
+            .map(|(s, r)| report_for(s, r, &policy::evaluate_registry(r, &options.policy)))
+            .collect();
+        return Err((FileError::Policy(refused), images));
+    }
     let mut edits = Vec::new();
     let mut errors = Vec::new();
     let mut images = Vec::new();
     let mut answers = answers.into_iter();
     for (site, image) in &l.sites {
-        let mut item = ImageReport {
-            line: site.line,
-            image: image.original().to_string(),
-            pinned: None,
-            error: None,
-        };
+        let mut item = report_for(
+            site,
+            image,
+            &policy::evaluate_registry(image, &options.policy),
+        );
         match answers.next() {
-            Some(Ok(_)) if image.digest().is_some() => {}
+            Some(Ok(res)) if image.digest().is_some() => {
+                // Only `--update` asks for a pinned image's tag; otherwise
+                // the answer is the pinned digest itself and nothing moves.
+                let moved = options.update && image.digest() != Some(&res.digest);
+                if let (true, Some(tagged)) = (moved, without_digest(image)) {
+                    let new_value = tagged.pinned(&res.digest);
+                    item.pinned = Some(new_value.clone());
+                    item.drifted = true;
+                    item.via = res.via.clone();
+                    edits.push(Edit {
+                        site: site.clone(),
+                        new_value,
+                    });
+                }
+            }
             Some(Ok(res)) => {
+                item.via = res.via.clone();
                 let new_value = if options.digest_only {
                     image.pinned_digest_only(&res.digest)
                 } else {
@@ -274,6 +357,7 @@ mod tests {
                             .cloned()
                             .unwrap_or_else(|| Digest::sha256_of(r.normalized().as_bytes())),
                         media_type: None,
+                        via: None,
                     }),
                 },
             )
@@ -356,6 +440,121 @@ mod tests {
             !err.is_transient(),
             "one permanent failure makes it permanent"
         );
+    }
+
+    fn with_policy(trusted: &[&str], untrusted: crate::policy::Untrusted, update: bool) -> Options {
+        let raw = crate::policy::RawPolicy {
+            trusted_registries: Some(trusted.iter().map(|s| s.to_string()).collect()),
+            untrusted: Some(untrusted),
+            ..Default::default()
+        };
+        Options {
+            policy: Policy::from_raw(&raw).unwrap(),
+            update,
+            ..options(false)
+        }
+    }
+
+    #[test]
+    fn warn_pins_and_reports_untrusted_images_by_name() {
+        use crate::policy::Untrusted::Warn;
+        let l = loaded(POD);
+        // r.io/a is trusted; r.io/b sits beside the prefix, not under it.
+        let o = with_policy(&["r.io/a"], Warn, false);
+        let mut a = answers(&l, &[]);
+        // A mirror answered for b: still judged by its name.
+        if let Some(Ok(res)) = a.get_mut(1) {
+            res.via = Some("mirror.local:5000".into());
+        }
+        let p = plan(&l, a, &o).unwrap();
+        assert_eq!(p.pinned, 2);
+        assert_eq!(p.images[0].trusted, Some(true));
+        assert_eq!(p.images[1].trusted, Some(false));
+        assert_eq!(p.images[1].container.as_deref(), Some("b"));
+        assert_eq!(p.images[1].via.as_deref(), Some("mirror.local:5000"));
+        assert!(p.images[1].policy.as_ref().unwrap().contains("r.io/b:v2"));
+        // No policy: trust is not reported at all.
+        let p = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        assert!(p.images.iter().all(|i| i.trusted.is_none()));
+    }
+
+    #[test]
+    fn deny_refuses_the_whole_file_naming_container_and_image() {
+        use crate::policy::Untrusted::Deny;
+        let l = loaded(POD);
+        let o = with_policy(&["r.io/a", "r.io/bb", "r.io.evil.com"], Deny, false);
+        let (err, images) = plan(&l, answers(&l, &[]), &o).unwrap_err();
+        match &err {
+            FileError::Policy(v) => {
+                assert_eq!(v.len(), 1, "{v:?}");
+                assert!(v[0].contains("container b (line 10)"), "{v:?}");
+                assert!(v[0].contains("r.io/b:v2"), "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(images.iter().all(|i| i.pinned.is_none()));
+        assert!(!err.is_transient());
+        // Refused before the answers are read: none are needed.
+        assert!(matches!(
+            plan(&l, Vec::new(), &o),
+            Err((FileError::Policy(_), _))
+        ));
+        // Already-pinned images are judged too.
+        let pinned = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        let l2 = loaded(&pinned.new_text);
+        assert!(matches!(
+            plan(&l2, answers(&l2, &[]), &o),
+            Err((FileError::Policy(_), _))
+        ));
+        assert_eq!(refusals(&l2, &o.policy).len(), 1);
+        assert_eq!(flagged(&l2, &o.policy).len(), 1);
+        // Trusting both: pins.
+        let ok = with_policy(&["r.io"], Deny, false);
+        assert_eq!(plan(&l, answers(&l, &[]), &ok).unwrap().pinned, 2);
+    }
+
+    #[test]
+    fn update_moves_only_drifted_pins_and_only_when_asked() {
+        let l = loaded(POD);
+        let once = plan(&l, answers(&l, &[]), &options(false)).unwrap();
+        let l2 = loaded(&once.new_text);
+        // The tag of r.io/b now names another digest.
+        let moved = Digest::sha256_of(b"moved");
+        let tag_answers = |l: &Loaded| -> Vec<Result<Resolution, ResolveError>> {
+            l.sites
+                .iter()
+                .map(|(_, r)| {
+                    let asked = to_ask(r, true);
+                    assert!(asked.digest().is_none());
+                    Ok(Resolution {
+                        digest: if asked.path() == "b" {
+                            moved.clone()
+                        } else {
+                            Digest::sha256_of(asked.original().as_bytes())
+                        },
+                        media_type: None,
+                        via: None,
+                    })
+                })
+                .collect()
+        };
+        // Without --update the answers are ignored for pinned images.
+        let still = plan(&l2, tag_answers(&l2), &options(false)).unwrap();
+        assert!(!still.changes(&l2.text));
+        let upd = Options {
+            update: true,
+            ..options(false)
+        };
+        let p = plan(&l2, tag_answers(&l2), &upd).unwrap();
+        assert_eq!(p.pinned, 1);
+        assert!(p.images[1].drifted && !p.images[0].drifted);
+        assert!(p.new_text.contains(&format!("image: r.io/b:v2@{moved}\n")));
+        assert!(p.new_text.contains("r.io/a:v1@"));
+        let l3 = loaded(&p.new_text);
+        assert!(!plan(&l3, tag_answers(&l3), &upd).unwrap().changes(&l3.text));
+        // to_ask leaves everything else alone.
+        assert_eq!(to_ask(&l.sites[0].1, true).original(), "r.io/a:v1");
+        assert!(to_ask(&l2.sites[0].1, false).digest().is_some());
     }
 
     #[test]

@@ -27,13 +27,30 @@ pub enum Mode {
 }
 
 /// One image as found in a file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ImageReport {
     pub line: usize,
     pub image: String,
+    /// The container's name, when the manifest gives one.
+    pub container: Option<String>,
     /// The new value, when this pass pins it.
     pub pinned: Option<String>,
     pub error: Option<ResolveError>,
+    /// `policy.trustedRegistries` on the image's *name*; `None`: no registry policy.
+    pub trusted: Option<bool>,
+    /// What the policy says of it (a warning, or why the file was refused).
+    pub policy: Option<String>,
+    /// The hosts.toml mirror the tag was resolved through, if not the registry.
+    pub via: Option<String>,
+    /// `--update` found the tag naming another digest than the pinned one.
+    pub drifted: bool,
+}
+
+impl ImageReport {
+    /// Whether the image as found in the file carries a digest.
+    pub fn had_digest(&self) -> bool {
+        self.image.contains('@')
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +92,10 @@ pub enum FileError {
     /// Wiring refused or preflight failed; the text says which.
     #[error("{0}")]
     Admission(String),
+    /// `policy.untrusted: deny` refused an image; the file is left as it is.
+    /// Each entry names the container and the image.
+    #[error("policy violation, file left as it is: {}", .0.join("; "))]
+    Policy(Vec<String>),
     #[error("not written, backup failed: {0}")]
     Backup(FsError),
     /// The compare-and-swap found someone else's write.
@@ -204,6 +225,20 @@ impl Report {
         !self.errors.is_empty() || self.files.iter().any(FileReport::is_error)
     }
 
+    /// Images outside every trusted registry prefix.
+    pub fn untrusted(&self) -> usize {
+        self.files
+            .iter()
+            .flat_map(|f| &f.images)
+            .filter(|i| i.trusted == Some(false))
+            .count()
+    }
+
+    /// Whether a file was refused by `policy.untrusted: deny`.
+    pub fn has_policy_violation(&self) -> bool {
+        self.count(|o| matches!(o, Outcome::Failed(FileError::Policy(_)))) > 0
+    }
+
     pub fn unpinned(&self) -> usize {
         self.files
             .iter()
@@ -263,6 +298,13 @@ impl Report {
         if skipped > 0 {
             s.push_str(&format!(", {skipped} skipped"));
         }
+        let untrusted = self.untrusted();
+        if untrusted > 0 {
+            s.push_str(&format!(
+                ", {} untrusted",
+                plural(untrusted, "image", "images")
+            ));
+        }
         s.push_str(&format!(", {failed} failed"));
         s
     }
@@ -282,7 +324,7 @@ impl Report {
             let would = mode == Mode::DryRun;
             match &f.outcome {
                 Outcome::Unpinned(_) => {
-                    for i in &f.images {
+                    for i in f.images.iter().filter(|i| !i.had_digest()) {
                         println!("{path}:{}: {} is not pinned to a digest", i.line, i.image);
                     }
                 }
@@ -311,12 +353,27 @@ impl Report {
             }
             if !matches!(f.outcome, Outcome::Unpinned(_)) {
                 for i in &f.images {
+                    let via = i
+                        .via
+                        .as_ref()
+                        .map(|m| format!(" (via mirror {m})"))
+                        .unwrap_or_default();
+                    let moved = if i.drifted { " (tag moved)" } else { "" };
                     match (&i.pinned, &i.error) {
-                        (Some(new), _) => println!("  {path}:{}: {} -> {new}", i.line, i.image),
+                        (Some(new), _) => {
+                            println!("  {path}:{}: {} -> {new}{moved}{via}", i.line, i.image)
+                        }
                         (_, Some(e)) => println!("  {path}:{}: {}: {}", i.line, i.image, e.kind),
                         _ => {}
                     }
                 }
+            }
+            for i in f.images.iter().filter(|i| i.trusted == Some(false)) {
+                let container = i.container.as_deref().unwrap_or("?");
+                println!(
+                    "  {path}:{}: container {container}: {} is untrusted",
+                    i.line, i.image
+                );
             }
             for note in &f.admission {
                 println!("  {note}");
@@ -338,7 +395,12 @@ impl Serialize for ImageReport {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("line", &self.line)?;
         m.serialize_entry("image", &self.image)?;
+        m.serialize_entry("container", &self.container)?;
         m.serialize_entry("pinned", &self.pinned)?;
+        m.serialize_entry("trusted", &self.trusted)?;
+        m.serialize_entry("policy", &self.policy)?;
+        m.serialize_entry("via", &self.via)?;
+        m.serialize_entry("drifted", &self.drifted)?;
         m.serialize_entry("error", &self.error.as_ref().map(ToString::to_string))?;
         if let Some(e) = &self.error {
             m.serialize_entry("errorKind", e.kind.as_str())?;
@@ -390,6 +452,7 @@ impl Serialize for Report {
         m.serialize_entry("failed", &self.has_errors())?;
         m.serialize_entry("errors", &self.errors)?;
         m.serialize_entry("noManifestsIn", &self.empty_dirs)?;
+        m.serialize_entry("untrusted", &self.untrusted())?;
         m.end()
     }
 }
@@ -440,8 +503,8 @@ mod tests {
         f.images.push(ImageReport {
             line: 7,
             image: "r.io/a:v1".into(),
-            pinned: None,
             error: Some(err),
+            ..ImageReport::default()
         });
         let mut r = Report::new(Mode::Apply);
         r.files.push(f);

@@ -36,7 +36,7 @@ use super::auth::{parse_token_response, Challenge, TokenCache};
 use super::hosts::{load as load_hosts, HostEndpoint};
 use super::tls::{client_config, find_host_certs, HostCerts};
 use super::wire::{
-    accept, authority, backoff, basic, challenge_of, is_loopback, lock, origin, parse_url,
+    accept, authority, backoff, basic, challenge_of, is_loopback, lock, origin, parse_url, peeked,
     read_limited, refusal, secret_header, unauthorized, Followed,
 };
 use super::{classify_transport, ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
@@ -584,6 +584,7 @@ impl HttpResolver {
         endpoint: &Endpoint,
         image: &ImageRef,
         cred: Option<&Credential>,
+        method: &Method,
     ) -> Result<Resolution, Failure> {
         let url = endpoint.manifest_url(image);
         // Always ask for this repository's pull scope: the scope in a
@@ -600,11 +601,14 @@ impl HttpResolver {
             {
                 headers.insert(AUTHORIZATION, a);
             }
-            let got = self.follow(client, Method::GET, &url, headers).await?;
+            let got = self.follow(client, method.clone(), &url, headers).await?;
             if !got.same_origin && got.resp.status() == StatusCode::UNAUTHORIZED {
-                return self.answer_foreign_challenge(got, image, &host.name).await;
+                return self
+                    .answer_foreign_challenge(got, image, &host.name, method)
+                    .await;
             }
             match got.resp.status() {
+                StatusCode::OK if *method == Method::HEAD => return peeked(&got),
                 StatusCode::OK => return accept(got).await,
                 StatusCode::UNAUTHORIZED if !reauthed => {
                     // The probe may have been open while the repository is not.
@@ -627,6 +631,7 @@ impl HttpResolver {
         got: Followed,
         image: &ImageRef,
         registry: &str,
+        method: &Method,
     ) -> Result<Resolution, Failure> {
         let target = authority(&got.url);
         let Challenge::Bearer {
@@ -665,9 +670,10 @@ impl HttpResolver {
             headers.insert(AUTHORIZATION, a);
         }
         let again = self
-            .follow(&client, Method::GET, got.url.as_str(), headers)
+            .follow(&client, method.clone(), got.url.as_str(), headers)
             .await?;
         match again.resp.status() {
+            StatusCode::OK if *method == Method::HEAD => peeked(&again),
             StatusCode::OK => accept(again).await,
             StatusCode::UNAUTHORIZED => Err(Failure::new(
                 ErrorKind::Unauthorized,
@@ -677,7 +683,12 @@ impl HttpResolver {
         }
     }
 
-    async fn resolve_at(&self, host: &Host, image: &ImageRef) -> Result<Resolution, Failure> {
+    async fn resolve_at(
+        &self,
+        host: &Host,
+        image: &ImageRef,
+        method: &Method,
+    ) -> Result<Resolution, Failure> {
         let client = host.client.clone()?;
         let endpoint = self.endpoint(host, image).await?;
         let creds = self.settings.keyring.lookup(&image.canonical_name());
@@ -690,7 +701,7 @@ impl HttpResolver {
         // kubelet tries every matching credential in turn; so do we.
         for cred in candidates {
             match self
-                .resolve_with(&client, host, &endpoint, image, cred)
+                .resolve_with(&client, host, &endpoint, image, cred, method)
                 .await
             {
                 Err(f) if f.kind == ErrorKind::Unauthorized => last = f,
@@ -700,13 +711,22 @@ impl HttpResolver {
         Err(last)
     }
 
-    async fn resolve_hosts(&self, image: &ImageRef) -> Result<Resolution, Failure> {
+    async fn resolve_hosts(
+        &self,
+        image: &ImageRef,
+        method: &Method,
+    ) -> Result<Resolution, Failure> {
         let hosts = self.hosts(image)?;
         let mut first_error = None;
         // Like containerd, a failing mirror hands over to the next host.
         for host in hosts {
-            match self.resolve_at(&host, image).await {
-                Ok(r) => return Ok(r),
+            match self.resolve_at(&host, image, method).await {
+                Ok(mut r) => {
+                    if host.fixed.as_ref().is_some_and(|e| e.mirror) {
+                        r.via = Some(host.name.clone());
+                    }
+                    return Ok(r);
+                }
                 Err(mut f) => {
                     if host.fixed.as_ref().is_some_and(|e| e.mirror) {
                         f.detail = format!("via mirror {}: {}", host.name, f.detail);
@@ -723,12 +743,24 @@ impl HttpResolver {
 
 impl Resolver for HttpResolver {
     async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+        self.ask(image, &Method::GET).await
+    }
+
+    async fn head_digest(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+        self.ask(image, &Method::HEAD).await
+    }
+}
+
+impl HttpResolver {
+    /// One manifest request for a tag, within the run's deadline: GET to
+    /// pin (verified bytes), HEAD to peek (a claimed digest, for drift only).
+    async fn ask(&self, image: &ImageRef, method: &Method) -> Result<Resolution, ResolveError> {
         if image.digest().is_some() {
             return Err(
                 Failure::new(ErrorKind::InvalidReference, "already pinned").for_image(image)
             );
         }
-        let work = self.resolve_hosts(image);
+        let work = self.resolve_hosts(image, method);
         let result = match self.deadline {
             Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
                 Err(Failure::new(

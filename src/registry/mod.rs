@@ -34,6 +34,9 @@ pub struct Resolution {
     /// The manifest's media type, e.g. an OCI index for multi-arch tags.
     /// `None` when the reference was already pinned and nothing was asked.
     pub media_type: Option<String>,
+    /// The hosts.toml mirror that answered, when not the registry itself.
+    /// Reports show it; policy judges the image by its name, never by this.
+    pub via: Option<String>,
 }
 
 /// Failure classes a caller or operator branches on.
@@ -147,6 +150,16 @@ pub trait Resolver: Sync {
         &self,
         image: &ImageRef,
     ) -> impl Future<Output = Result<Resolution, ResolveError>> + Send;
+
+    /// The digest the tag names now, as cheaply as the registry allows (a
+    /// HEAD's `Docker-Content-Digest`): for drift reports only, never to pin.
+    /// The default asks [`resolve`](Resolver::resolve), which fakes rely on.
+    fn head_digest(
+        &self,
+        image: &ImageRef,
+    ) -> impl Future<Output = Result<Resolution, ResolveError>> + Send {
+        self.resolve(image)
+    }
 }
 
 /// How to reach registries; built from flags and config.
@@ -226,6 +239,7 @@ pub async fn resolve_all<R: Resolver>(
             Some(d) => Ok(Resolution {
                 digest: d.clone(),
                 media_type: None,
+                via: None,
             }),
             None => {
                 let answer = seen
@@ -300,6 +314,7 @@ mod tests {
             Ok(Resolution {
                 digest: Digest::sha256_of(image.normalized().as_bytes()),
                 media_type: Some("x".into()),
+                via: None,
             })
         }
     }

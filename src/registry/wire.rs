@@ -59,6 +59,22 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The digest a 200 answer to a manifest HEAD claims. Only drift reports use
+/// it: nothing was seen to hash, so it is never written into a manifest.
+pub(super) fn peeked(got: &Followed) -> Result<Resolution, Failure> {
+    match verify::claimed_digest(got.resp.headers())? {
+        Some(digest) => Ok(Resolution {
+            digest,
+            media_type: header_str(&got.resp, CONTENT_TYPE.as_str()),
+            via: None,
+        }),
+        None => Err(Failure::new(
+            ErrorKind::Protocol,
+            format!("HEAD {} answered without Docker-Content-Digest", got.url),
+        )),
+    }
+}
+
 /// Reads and verifies a 200 answer to a manifest GET.
 pub(super) async fn accept(got: Followed) -> Result<Resolution, Failure> {
     let from = if got.same_origin {
@@ -81,6 +97,7 @@ pub(super) async fn accept(got: Followed) -> Result<Resolution, Failure> {
     Ok(Resolution {
         digest,
         media_type: Some(media_type),
+        via: None,
     })
 }
 
