@@ -18,6 +18,8 @@
 //!   back up, compare-and-swap write, health gate, report.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
+//! - [`watch`]: the node daemon: file events, kubeadm hold, backoff, sd-notify.
+//! - [`serve`]: the webhook server on loopback (mutual TLS, reload, drain, metrics).
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
 
 // No unwrap outside tests: a panic on a control-plane node is a failed run
@@ -37,4 +39,6 @@ pub mod pass;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod serve;
 pub mod trust;
+pub mod watch;

@@ -4,6 +4,6 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = staticpin::cli::Cli::parse();
-    staticpin::cli::init_logging(cli.verbose);
+    staticpin::cli::init_logging(&cli);
     staticpin::cli::run(cli)
 }

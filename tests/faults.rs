@@ -952,7 +952,6 @@ fn status_peeks_with_head_and_update_pins_only_verified_bytes() {
     };
     let f = Faulty::start(script());
     let sb = Sandbox::new();
-    sb.write_config("");
     let image = f.image("app/x:v1");
     let file = sb.path("manifests/x.yaml");
     let text = format!(

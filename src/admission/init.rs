@@ -159,6 +159,7 @@ fn list(paths: &[PathBuf]) -> String {
 }
 
 /// One file to write.
+#[derive(Clone)]
 struct Planned {
     path: PathBuf,
     bytes: Vec<u8>,
@@ -168,11 +169,25 @@ struct Planned {
 /// Validates the inputs, writes the files, and runs preflight on them.
 pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
     let (dir, inputs) = check_inputs(opts)?;
+    let plan = planned_files(opts, &dir, inputs, &header(opts, &dir)).to_vec();
+    write_and_check(opts, &dir, plan, &[])
+}
+
+/// Writes `plan` (creating `dir` and `extra_dirs`) and runs preflight.
+fn write_and_check(
+    opts: &InitOptions,
+    dir: &Path,
+    plan: Vec<Planned>,
+    extra_dirs: &[PathBuf],
+) -> Result<InitReport, InitError> {
+    let dir = dir.to_path_buf();
     let config_file = dir.join(CONFIG_FILE);
-    let plan = planned_files(opts, &dir, inputs);
     // Decide every file before writing any, so a refusal writes nothing.
     let outcomes = decide(&plan, opts.force)?;
     create_dir(&dir)?;
+    for d in extra_dirs {
+        create_dir(d)?;
+    }
     let mut files = Vec::with_capacity(plan.len());
     for (p, outcome) in plan.iter().zip(outcomes) {
         match outcome {
@@ -209,27 +224,7 @@ struct Inputs {
 /// Everything that can be checked before a file is written; returns the
 /// normalised directory and the inputs.
 fn check_inputs(opts: &InitOptions) -> Result<(PathBuf, Inputs), InitError> {
-    if preflight::https_host(&opts.webhook_url).is_none() {
-        return Err(InitError::NotHttps {
-            url: opts.webhook_url.clone(),
-        });
-    }
-    for (flag, field, value) in [
-        ("allow-ttl", &ALLOW_TTL, opts.allow_ttl),
-        ("deny-ttl", &DENY_TTL, opts.deny_ttl),
-        ("retry-backoff", &RETRY_BACKOFF, opts.retry_backoff),
-    ] {
-        check_duration(flag, field, value)?;
-    }
-    let dir = preflight::normalize(&opts.dir);
-    let manifest_dir = preflight::normalize(&opts.manifest_dir);
-    // Compare with symlinks resolved too: /etc/kubernetes/manifests may be a
-    // link, and --dir may reach it through one.
-    if dir.starts_with(&manifest_dir) || real(&dir).starts_with(real(&manifest_dir)) {
-        return Err(InitError::InManifestDir { dir, manifest_dir });
-    }
-    crate::admission::wiring::dedicated_dir(&dir).map_err(InitError::NotDedicated)?;
-
+    let dir = check_settings(opts)?;
     let ca = read_input(&opts.webhook_ca)?;
     preflight::parse_ca(&ca).map_err(|reason| input_error(&opts.webhook_ca, reason))?;
     let cert = read_input(&opts.client_cert)?;
@@ -255,17 +250,49 @@ fn check_inputs(opts: &InitOptions) -> Result<(PathBuf, Inputs), InitError> {
     Ok((dir, Inputs { ca, cert, key }))
 }
 
+/// The URL, durations and directory, checked before anything is read or written.
+fn check_settings(opts: &InitOptions) -> Result<PathBuf, InitError> {
+    if preflight::https_host(&opts.webhook_url).is_none() {
+        return Err(InitError::NotHttps {
+            url: opts.webhook_url.clone(),
+        });
+    }
+    for (flag, field, value) in [
+        ("allow-ttl", &ALLOW_TTL, opts.allow_ttl),
+        ("deny-ttl", &DENY_TTL, opts.deny_ttl),
+        ("retry-backoff", &RETRY_BACKOFF, opts.retry_backoff),
+    ] {
+        check_duration(flag, field, value)?;
+    }
+    let dir = preflight::normalize(&opts.dir);
+    outside_manifest_dir(&dir, opts)?;
+    crate::admission::wiring::dedicated_dir(&dir).map_err(InitError::NotDedicated)?;
+    Ok(dir)
+}
+
+fn outside_manifest_dir(dir: &Path, opts: &InitOptions) -> Result<(), InitError> {
+    let manifest_dir = preflight::normalize(&opts.manifest_dir);
+    // Compare with symlinks resolved too: /etc/kubernetes/manifests may be a
+    // link, and --dir may reach it through one.
+    if dir.starts_with(&manifest_dir) || real(dir).starts_with(real(&manifest_dir)) {
+        return Err(InitError::InManifestDir {
+            dir: dir.to_path_buf(),
+            manifest_dir,
+        });
+    }
+    Ok(())
+}
+
 /// The files to write, dependencies first and the admission config last
 /// (see the module doc).
-fn planned_files(opts: &InitOptions, dir: &Path, inputs: Inputs) -> [Planned; 5] {
+fn planned_files(opts: &InitOptions, dir: &Path, inputs: Inputs, header: &str) -> [Planned; 5] {
     let kubeconfig = dir.join(KUBECONFIG_FILE);
     let ca_file = dir.join(CA_FILE);
     let cert_file = dir.join(CLIENT_CERT_FILE);
     let key_file = dir.join(CLIENT_KEY_FILE);
-    let header = header(opts, dir);
     let kubeconfig_text =
-        render_kubeconfig(&header, &opts.webhook_url, &ca_file, &cert_file, &key_file);
-    let config_text = render_admission_config(&header, opts, &kubeconfig);
+        render_kubeconfig(header, &opts.webhook_url, &ca_file, &cert_file, &key_file);
+    let config_text = render_admission_config(header, opts, &kubeconfig);
     let file = |path: PathBuf, bytes: Vec<u8>, mode: u32| Planned { path, bytes, mode };
     [
         file(ca_file.clone(), inputs.ca, 0o644),
@@ -382,6 +409,11 @@ fn header(opts: &InitOptions, dir: &Path) -> String {
         args.push("--default-allow".to_string());
     }
     args.push(format!("--dir {}", abs(dir)));
+    header_with(&args)
+}
+
+/// The header for a command with these arguments.
+fn header_with(args: &[String]) -> String {
     let command = args
         .iter()
         .map(|a| format!(" \\\n#     {a}"))
@@ -491,6 +523,172 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// Where `--local-webhook` puts serve's end.
+pub const DEFAULT_SERVE_DIR: &str = "/etc/staticpin/serve";
+/// The drop-in that points `staticpin serve` at its end.
+pub const DEFAULT_LOCAL_DROPIN: &str = "/etc/staticpin/config.d/50-local-webhook.yaml";
+/// The decision port kube-apiserver calls on its own loopback.
+pub const DEFAULT_LOCAL_PORT: u16 = 8443;
+pub const SERVE_CERT_FILE: &str = "tls.crt";
+pub const SERVE_KEY_FILE: &str = "tls.key";
+pub const SERVE_CLIENT_CA_FILE: &str = "client-ca.crt";
+
+/// `admission init --local-webhook`: both ends of the webhook on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOptions {
+    pub port: u16,
+    /// serve's certificate, key and client CA.
+    pub serve_dir: PathBuf,
+    /// The `serve:` drop-in.
+    pub dropin: PathBuf,
+}
+
+impl LocalOptions {
+    /// The URL kube-apiserver calls.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/imagepolicy", self.port)
+    }
+}
+
+/// Generates a matching certificate pair and writes both ends: the admission
+/// config, kubeconfig and kube-apiserver's client credentials in `opts.dir`;
+/// serve's certificate, key and client CA in `local.serve_dir`; and the
+/// `serve:` drop-in. When every file is already there and the two ends match,
+/// nothing is regenerated: a second run changes nothing.
+pub fn init_local(opts: &InitOptions, local: &LocalOptions) -> Result<InitReport, InitError> {
+    let mut opts = opts.clone();
+    opts.webhook_url = local.url();
+    let dir = check_settings(&opts)?;
+    let serve_dir = preflight::normalize(&local.serve_dir);
+    let dropin = preflight::normalize(&local.dropin);
+    outside_manifest_dir(&serve_dir, &opts)?;
+    outside_manifest_dir(&dropin, &opts)?;
+    let dropin_dir = dropin.parent().map(Path::to_path_buf).unwrap_or_default();
+    let serve_cert = serve_dir.join(SERVE_CERT_FILE);
+    let serve_key = serve_dir.join(SERVE_KEY_FILE);
+    let serve_ca = serve_dir.join(SERVE_CLIENT_CA_FILE);
+    let mut header = local_header(&opts, local, &dir);
+
+    if !opts.force {
+        if let Some(report) =
+            already_matching(&dir, local, [&serve_cert, &serve_key, &serve_ca, &dropin])
+        {
+            return report;
+        }
+    }
+    let pki = crate::admission::local::generate().map_err(|reason| InitError::Input {
+        path: serve_dir.clone(),
+        reason,
+    })?;
+    let inputs = Inputs {
+        ca: pki.serving_ca.clone().into_bytes(),
+        cert: pki.client_cert.clone().into_bytes(),
+        key: pki.client_key.clone().into_bytes(),
+    };
+    let dropin_header = header.replacen(
+        "kube-apiserver reads this file only\n# at start-up, so a change takes effect when kube-apiserver restarts.",
+        "staticpin serve reads this file at\n# start and on reload (systemctl reload staticpin-serve, i.e. SIGHUP).",
+        1,
+    );
+    let dropin_text = format!(
+        "{dropin_header}serve:\n  listen: 127.0.0.1:{port}\n  tlsCert: {cert}\n  tlsKey: {key}\n  clientCA: {ca}\n",
+        port = local.port,
+        cert = yaml_scalar(&serve_cert.display().to_string()),
+        key = yaml_scalar(&serve_key.display().to_string()),
+        ca = yaml_scalar(&serve_ca.display().to_string()),
+    );
+    header.push_str(&format!(
+        "# serve's end: {} (serve.* in {}).\n",
+        serve_dir.display(),
+        dropin.display()
+    ));
+    let file = |path: PathBuf, bytes: String, mode: u32| Planned {
+        path,
+        bytes: bytes.into_bytes(),
+        mode,
+    };
+    let mut plan = vec![
+        file(serve_cert, pki.serve_cert, 0o644),
+        file(serve_key, pki.serve_key, 0o600),
+        file(serve_ca, pki.client_ca, 0o644),
+        file(dropin, dropin_text, 0o644),
+    ];
+    plan.extend(planned_files(&opts, &dir, inputs, &header));
+    write_and_check(&opts, &dir, plan, &[serve_dir, dropin_dir])
+}
+
+/// The report for a second run, when every file exists and the ends match.
+fn already_matching(
+    dir: &Path,
+    local: &LocalOptions,
+    serve_files: [&PathBuf; 4],
+) -> Option<Result<InitReport, InitError>> {
+    let admission_files = [
+        CA_FILE,
+        CLIENT_CERT_FILE,
+        CLIENT_KEY_FILE,
+        KUBECONFIG_FILE,
+        CONFIG_FILE,
+    ]
+    .map(|f| dir.join(f));
+    let all: Vec<PathBuf> = serve_files
+        .iter()
+        .map(|p| p.to_path_buf())
+        .chain(admission_files)
+        .collect();
+    if !all.iter().all(|p| p.is_file()) {
+        return None;
+    }
+    let client = preflight::client_end(&dir.join(KUBECONFIG_FILE)).ok()?;
+    if client.server != local.url() {
+        return None;
+    }
+    let serve = crate::admission::local::ServeEnd {
+        cert_pem: fs::read(serve_files[0]).ok()?,
+        client_ca_pem: fs::read(serve_files[2]).ok()?,
+    };
+    let ends = crate::admission::local::check_ends(&client, &serve);
+    if ends.iter().any(|c| c.level != preflight::Level::Pass) {
+        return None;
+    }
+    let files = all
+        .into_iter()
+        .map(|p| (p, FileOutcome::Unchanged))
+        .collect();
+    let config_file = dir.join(CONFIG_FILE);
+    let (admission, findings) = preflight(&config_file, &[dir.to_path_buf()]);
+    let report = InitReport {
+        dir: dir.to_path_buf(),
+        config_file,
+        files,
+        admission,
+        findings,
+    };
+    Some(if has_failures(&report.findings) {
+        Err(InitError::Preflight(Box::new(report)))
+    } else {
+        Ok(report)
+    })
+}
+
+fn local_header(opts: &InitOptions, local: &LocalOptions, dir: &Path) -> String {
+    let abs = |p: &Path| shell_word(&preflight::normalize(p).display().to_string());
+    let mut args = vec![
+        format!("--local-webhook --port {}", local.port),
+        format!(
+            "--allow-ttl={} --deny-ttl={} --retry-backoff={}",
+            opts.allow_ttl, opts.deny_ttl, opts.retry_backoff
+        ),
+    ];
+    if opts.default_allow {
+        args.push("--default-allow".to_string());
+    }
+    args.push(format!("--dir {}", abs(dir)));
+    args.push(format!("--serve-dir {}", abs(&local.serve_dir)));
+    args.push(format!("--serve-config {}", abs(&local.dropin)));
+    header_with(&args)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{EXIT_CHECK, EXIT_FAILED, EXIT_OK};
+use crate::admission::local;
 use crate::admission::preflight::{self, Level};
 use crate::apiserver;
 use crate::pass::{self, Outcome};
@@ -76,9 +77,9 @@ pub async fn run(args: DoctorArgs) -> u8 {
             .then(|| cfg.admission.config_file.clone())
             .flatten()
     });
-    if let Some(file) = admission_file {
-        admission_rows(&mut rows, &dir, file, args.admission_dir.clone());
-    }
+    let kubeconfig = admission_file
+        .and_then(|file| admission_rows(&mut rows, &dir, file, args.admission_dir.clone()));
+    serve_rows(&mut rows, &cfg, kubeconfig.as_deref());
 
     print_table(&rows);
     if rows.iter().any(|r| r.level == Level::Fail) {
@@ -160,12 +161,13 @@ fn trust_rows(rows: &mut Vec<Row>, report: &pass::Report, policy: &crate::policy
     }
 }
 
+/// Returns the webhook kubeconfig the admission config names, if any.
 fn admission_rows(
     rows: &mut Vec<Row>,
     dir: &std::path::Path,
     file: PathBuf,
     mount_dir: Option<PathBuf>,
-) {
+) -> Option<PathBuf> {
     let mut req = apiserver::Request::new(file.clone());
     if let Some(d) = mount_dir {
         req.mount_dir = d;
@@ -210,12 +212,57 @@ fn admission_rows(
             }
         },
     };
-    let (_, findings) = preflight::preflight(&file, &mounted);
+    let (admission, findings) = preflight::preflight(&file, &mounted);
     for f in findings {
         rows.push(Row {
             level: f.level,
             check: format!("admission {}", f.check),
             detail: f.to_string(),
+        });
+    }
+    admission.kubeconfig
+}
+
+/// When this node runs `staticpin serve` (serve.tlsCert is set) and the
+/// admission config names a kubeconfig: whether the two ends would complete a
+/// handshake, and how long their certificates last.
+fn serve_rows(
+    rows: &mut Vec<Row>,
+    cfg: &crate::config::Settings,
+    kubeconfig: Option<&std::path::Path>,
+) {
+    let (Some(cert), Some(ca)) = (&cfg.serve.tls_cert, &cfg.serve.client_ca) else {
+        return;
+    };
+    let mut fail = |detail: String| {
+        rows.push(Row {
+            level: Level::Fail,
+            check: "serve".into(),
+            detail,
+        })
+    };
+    let Some(kubeconfig) = kubeconfig else {
+        return;
+    };
+    let client = match preflight::client_end(kubeconfig) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let read = |p: &std::path::Path, key: &str| {
+        std::fs::read(p).map_err(|e| format!("serve.{key} {}: cannot read: {e}", p.display()))
+    };
+    let serve = match (read(cert, "tlsCert"), read(ca, "clientCA")) {
+        (Ok(cert_pem), Ok(client_ca_pem)) => local::ServeEnd {
+            cert_pem,
+            client_ca_pem,
+        },
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    for c in local::check_ends(&client, &serve) {
+        rows.push(Row {
+            level: c.level,
+            check: format!("serve {}", c.check),
+            detail: c.message,
         });
     }
 }

@@ -7,9 +7,12 @@ mod admission;
 mod check_config;
 mod doctor;
 mod pin;
+mod policy;
 mod resolve;
 mod rollback;
+mod serve;
 mod status;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,12 +85,33 @@ pub enum Command {
     /// Set up the ImagePolicyWebhook admission plugin's files.
     Admission(admission::AdmissionArgs),
 
+    /// Serve the image policy to the node's kube-apiserver (ImagePolicyWebhook
+    /// or validating webhook), on loopback, over mutual TLS.
+    ///
+    /// POST /imagepolicy takes an ImageReview, POST /validate an
+    /// AdmissionReview; /healthz and /metrics are on a separate plain-HTTP
+    /// loopback port. SIGHUP reloads the configuration (kept as it was if the
+    /// new one is invalid); SIGTERM answers the requests in progress and exits.
+    Serve(serve::ServeArgs),
+
+    /// Check images against the configured policy, offline.
+    Policy(policy::PolicyArgs),
+
     /// Every image: pinned digest, trusted or not, and whether its tag drifted.
     ///
     /// Read-only: one HEAD per unique pinned tag, nothing written. Exit 0 when
     /// every image is pinned, current and trusted, 1 when something drifted,
     /// is untrusted or unpinned, 2 when a file or a registry failed.
     Status(status::StatusArgs),
+    /// Keep the node pinned and wired: the daemon systemd runs.
+    ///
+    /// One full pass at start, then one after every settled change in the
+    /// manifest directory, plus a periodic resync. Holds off while kubeadm
+    /// upgrade runs, retries unreachable registries with backoff, pins
+    /// from the digest cache when a registry is down, and never re-applies
+    /// a kube-apiserver change the health gate rolled back until its inputs
+    /// change. SIGHUP reloads the config; SIGTERM exits 0.
+    Watch(watch::WatchArgs),
 }
 
 /// Prints a one-line error for a setup problem and returns the failure code.
@@ -278,7 +302,7 @@ fn given<T: Clone>(flags: &[T]) -> Option<Vec<T>> {
 }
 
 /// A duration as help text shows defaults: `30s`, `5m`.
-fn show(d: Duration) -> String {
+pub(crate) fn show(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
@@ -289,7 +313,7 @@ fn show(d: Duration) -> String {
 
 /// A path flag: what a config key takes, except that a relative path means
 /// relative to the shell's working directory, as on any command line.
-fn path_flag(s: &str) -> Result<PathBuf, String> {
+pub(crate) fn path_flag(s: &str) -> Result<PathBuf, String> {
     let p = Path::new(s);
     if p.as_os_str().is_empty() {
         return config::check_path(p).map(|()| PathBuf::new());
@@ -330,27 +354,146 @@ fn load_settings(
     Ok((settings, files))
 }
 
-/// Logs go to stderr without timestamps under systemd (journald adds them).
-pub fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
+/// Sets up logging for `cli`'s subcommand. One-shot commands log to stderr
+/// (warn by default), without timestamps under systemd (journald adds
+/// them). `watch` logs at info by default and picks its sink with
+/// `--log-target`: journald natively when systemd connected stderr to the
+/// journal, syslog (facility daemon, ident staticpin), or stderr. The level
+/// comes from `--log-level`, else `STATICPIN_LOG`, else `-v`.
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+
+    let (target, level, default) = match &cli.command {
+        Command::Watch(a) => (a.log_target, a.log_level.clone(), "info"),
+        _ => (watch::LogTarget::Stderr, None, "warn"),
+    };
+    let by_verbose = match cli.verbose {
+        0 => default,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STATICPIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("staticpin={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let directive = |l: &str| {
+        if l.contains('=') {
+            l.to_string()
+        } else {
+            format!("staticpin={l}")
+        }
+    };
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(directive(&l)).ok(),
+        None => EnvFilter::try_from_env("STATICPIN_LOG").ok(),
+    }
+    .unwrap_or_else(|| EnvFilter::new(directive(by_verbose)));
+    let journal = std::env::var_os("JOURNAL_STREAM");
+    let sink = match target {
+        watch::LogTarget::Auto if journal_is_stderr(journal.as_deref()) => {
+            watch::LogTarget::Journald
+        }
+        watch::LogTarget::Auto => watch::LogTarget::Stderr,
+        t => t,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let fallback = match sink {
+        watch::LogTarget::Journald => match tracing_journald::layer() {
+            Ok(layer) => {
+                registry
+                    .with(layer.with_syslog_identifier("staticpin".into()))
+                    .init();
+                return;
+            }
+            Err(e) => format!("cannot log to journald ({e}); logging to stderr"),
+        },
+        watch::LogTarget::Syslog => match syslog_layer() {
+            Ok(layer) => {
+                registry.with(layer).init();
+                return;
+            }
+            Err(e) => format!("cannot log to syslog ({e}); logging to stderr"),
+        },
+        _ => String::new(),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
+    if journal.is_some() {
+        registry.with(fmt.without_time().with_ansi(false)).init();
     } else {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        builder
-            .with_ansi(colour(terminal, std::env::var_os("NO_COLOR")))
+        registry
+            .with(fmt.with_ansi(colour(terminal, std::env::var_os("NO_COLOR"))))
             .init();
+    }
+    if !fallback.is_empty() {
+        tracing::warn!("{fallback}");
+    }
+}
+
+/// `JOURNAL_STREAM=<dev>:<ino>` names the journal stream systemd gave us;
+/// a child whose stderr was redirected inherits the variable but not the
+/// stream, so it counts only if stderr is that very socket.
+fn journal_is_stderr(var: Option<&std::ffi::OsStr>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = var.and_then(|v| v.to_str()).and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    match (
+        dev.parse::<u64>(),
+        ino.parse::<u64>(),
+        std::fs::metadata("/proc/self/fd/2"),
+    ) {
+        (Ok(dev), Ok(ino), Ok(m)) => m.dev() == dev && m.ino() == ino,
+        _ => false,
+    }
+}
+
+/// Syslog through the local socket: facility daemon, ident `staticpin`.
+fn syslog_layer() -> Result<SyslogLayer, String> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "staticpin".into(),
+        pid: std::process::id(),
+    };
+    syslog::unix(formatter)
+        .map(|l| SyslogLayer(std::sync::Mutex::new(l)))
+        .map_err(|e| e.to_string())
+}
+
+struct SyslogLayer(std::sync::Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>);
+
+/// The event's message and fields as one line.
+#[derive(Default)]
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let sep = if self.0.is_empty() { "" } else { " " };
+        let _ = if field.name() == "message" {
+            write!(self.0, "{sep}{value:?}")
+        } else {
+            write!(self.0, "{sep}{}={value:?}", field.name())
+        };
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyslogLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut line = Line::default();
+        event.record(&mut line);
+        let Ok(mut logger) = self.0.lock() else {
+            return;
+        };
+        let sent = match *event.metadata().level() {
+            tracing::Level::ERROR => logger.err(line.0),
+            tracing::Level::WARN => logger.warning(line.0),
+            tracing::Level::INFO => logger.info(line.0),
+            _ => logger.debug(line.0),
+        };
+        // Nowhere left to report a failed log line.
+        drop(sent);
     }
 }
 
@@ -378,7 +521,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Doctor(args) => runtime.block_on(doctor::run(args)),
         Command::Admission(args) => admission::run(args),
+        // Its own multi-threaded runtime; this one stays idle.
+        Command::Serve(args) => serve::run(args),
+        Command::Policy(args) => policy::run(args),
         Command::Status(args) => runtime.block_on(status::run(args)),
+        Command::Watch(args) => runtime.block_on(watch::run(args)),
     };
     ExitCode::from(code)
 }

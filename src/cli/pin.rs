@@ -11,6 +11,7 @@ use crate::backup::BackupStore;
 use crate::config;
 use crate::pass::metrics::{self, Counters, Metrics};
 use crate::pass::{self, LockSettings, Mode, Report};
+use crate::registry::cache::{CachingResolver, DigestCache};
 use crate::registry::HttpResolver;
 
 /// The run lock, for subcommands that write.
@@ -61,6 +62,9 @@ pub struct PinArgs {
     /// node_exporter's textfile collector. Config: metricsFile.
     #[arg(long, value_name = "FILE", value_parser = super::path_flag, conflicts_with = "check")]
     pub metrics_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub cache: super::watch::CacheArgs,
 
     /// Print a unified diff of what would change and write nothing.
     #[arg(long, conflicts_with = "check")]
@@ -155,6 +159,7 @@ pub async fn run(args: PinArgs) -> u8 {
     flags.update = args.update.then_some(true);
     flags.metrics_file = args.metrics_file.clone();
     args.policy.apply(&mut flags);
+    args.cache.fragment(&mut flags);
     let cfg = match args.registry.load_config_with(flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -188,15 +193,31 @@ pub async fn run(args: PinArgs) -> u8 {
         concurrency: settings.concurrency,
         ..options
     };
-    let resolver = HttpResolver::new(settings);
+    let http = HttpResolver::new(settings);
+    let cache = DigestCache::load(&cfg.state_dir);
+    let resolver = CachingResolver::new(&http, &cache, cfg.offline);
     let started = Instant::now();
-    match pass::run_once(&paths, &options, &resolver, Some(&store)).await {
+    let result = pass::run_once(&paths, &options, &resolver, Some(&store)).await;
+    // A dry run leaves every file as it was, the cache included.
+    if mode == Mode::Apply {
+        if let Err(e) = cache.save() {
+            tracing::warn!("{}: {e}", cache.path().display());
+        }
+    }
+    let hits = resolver.take_hits();
+    match result {
         Ok(report) => {
             let metrics_ok = match &cfg.metrics_file {
                 Some(file) => write_metrics(file, &report, &options, started),
                 None => true,
             };
             let code = finish(&report, args.output);
+            for hit in hits {
+                match args.output {
+                    OutputFormat::Text => println!("  {hit}"),
+                    OutputFormat::Json => eprintln!("staticpin: {hit}"),
+                }
+            }
             if metrics_ok {
                 code
             } else {

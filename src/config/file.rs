@@ -54,12 +54,29 @@ pub struct Fragment {
     pub digest_only: Option<bool>,
     /// `admission`.
     pub admission: Option<AdmissionFragment>,
+    /// `serve`: the webhook server, `staticpin serve`.
+    pub serve: Option<ServeFragment>,
     /// `policy`: trusted registries and what happens to other images.
     pub policy: Option<RawPolicy>,
     /// `metricsFile`: the Prometheus text file written after every pass.
     pub metrics_file: Option<PathBuf>,
     /// `update`: move pins whose tag now names another digest.
     pub update: Option<bool>,
+    // --- watch daemon keys ---
+    /// `stateDir`.
+    pub state_dir: Option<PathBuf>,
+    /// `debounce`, bounded while it is read.
+    #[serde(default, deserialize_with = "duration::deserialize_timeout")]
+    pub debounce: Option<Duration>,
+    /// `resync`, bounded while it is read.
+    #[serde(default, deserialize_with = "duration::deserialize_timeout")]
+    pub resync: Option<Duration>,
+    /// `kubeadmTmpDir`.
+    pub kubeadm_tmp_dir: Option<PathBuf>,
+    /// `healthGate`.
+    pub health_gate: Option<bool>,
+    /// `offline`.
+    pub offline: Option<bool>,
     /// Which file set each key, so validation can blame the right one. A key
     /// set without an entry here came from the command line or from code.
     #[serde(skip)]
@@ -91,6 +108,56 @@ pub struct AdmissionFragment {
     pub config_file: Option<PathBuf>,
 }
 
+/// `serve:`: where `staticpin serve` listens and with which credentials.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with listen, tlsCert, tlsKey, clientCA, mode and metricsListen"
+)]
+pub struct ServeFragment {
+    /// `serve.listen`: a loopback `IP:PORT`.
+    pub listen: Option<String>,
+    /// `serve.tlsCert`: the serving certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// `serve.tlsKey`: its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `serve.clientCA`: the CA that signs kube-apiserver's client certificate.
+    #[serde(rename = "clientCA")]
+    pub client_ca: Option<PathBuf>,
+    /// `serve.mode`: `enforce` or `audit`.
+    pub mode: Option<crate::policy::Mode>,
+    /// `serve.metricsListen`: a loopback `IP:PORT` for /healthz and /metrics.
+    pub metrics_listen: Option<String>,
+}
+
+impl ServeFragment {
+    fn merge(self, later: ServeFragment) -> ServeFragment {
+        ServeFragment {
+            listen: later.listen.or(self.listen),
+            tls_cert: later.tls_cert.or(self.tls_cert),
+            tls_key: later.tls_key.or(self.tls_key),
+            client_ca: later.client_ca.or(self.client_ca),
+            mode: later.mode.or(self.mode),
+            metrics_listen: later.metrics_listen.or(self.metrics_listen),
+        }
+    }
+
+    fn keys_set(&self) -> Vec<&'static str> {
+        [
+            ("serve.listen", self.listen.is_some()),
+            ("serve.tlsCert", self.tls_cert.is_some()),
+            ("serve.tlsKey", self.tls_key.is_some()),
+            ("serve.clientCA", self.client_ca.is_some()),
+            ("serve.mode", self.mode.is_some()),
+            ("serve.metricsListen", self.metrics_listen.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+}
+
 impl Fragment {
     /// Overlays `later` on `self`: each key `later` sets wins. Lists are
     /// replaced whole, so a drop-in can shrink a list as well as grow it.
@@ -101,6 +168,10 @@ impl Fragment {
                 enabled: b.enabled.or(a.enabled),
                 config_file: b.config_file.or(a.config_file),
             }),
+            (a, b) => b.or(a),
+        };
+        let serve = match (self.serve, later.serve.clone()) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
             (a, b) => b.or(a),
         };
         let policy = match (self.policy, later.policy.clone()) {
@@ -131,9 +202,16 @@ impl Fragment {
             concurrency: later.concurrency.or(self.concurrency),
             digest_only: later.digest_only.or(self.digest_only),
             admission,
+            serve,
             policy,
             metrics_file: later.metrics_file.or(self.metrics_file),
             update: later.update.or(self.update),
+            state_dir: later.state_dir.or(self.state_dir),
+            debounce: later.debounce.or(self.debounce),
+            resync: later.resync.or(self.resync),
+            kubeadm_tmp_dir: later.kubeadm_tmp_dir.or(self.kubeadm_tmp_dir),
+            health_gate: later.health_gate.or(self.health_gate),
+            offline: later.offline.or(self.offline),
             origins,
         }
     }
@@ -156,6 +234,12 @@ impl Fragment {
             ("retries", self.retries.is_some()),
             ("concurrency", self.concurrency.is_some()),
             ("digestOnly", self.digest_only.is_some()),
+            ("stateDir", self.state_dir.is_some()),
+            ("debounce", self.debounce.is_some()),
+            ("resync", self.resync.is_some()),
+            ("kubeadmTmpDir", self.kubeadm_tmp_dir.is_some()),
+            ("healthGate", self.health_gate.is_some()),
+            ("offline", self.offline.is_some()),
             (
                 "admission.enabled",
                 admission.is_some_and(|a| a.enabled.is_some()),
@@ -169,6 +253,7 @@ impl Fragment {
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
+        .chain(self.serve.iter().flat_map(ServeFragment::keys_set))
         .chain(self.policy.iter().flat_map(|p| {
             p.keys_set().into_iter().filter_map(|k| {
                 POLICY_KEYS

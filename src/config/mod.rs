@@ -33,7 +33,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use file::{load_file, read, AdmissionFragment, Fragment};
+pub use file::{load_file, read, AdmissionFragment, Fragment, ServeFragment};
 pub use settings::*;
 
 /// The main config file.

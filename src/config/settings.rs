@@ -1,8 +1,11 @@
 //! Validated settings: every default defined once, every value checked once,
 //! whether it came from a file, a drop-in or a flag.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::policy::Mode;
 
 use super::{duration, ConfigError, Fragment};
 use crate::policy::{Policy, PolicyError};
@@ -34,6 +37,20 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the health gate lets kubelet notice a changed manifest before
 /// probing; kubelet relists every 20 s.
 pub const DEFAULT_HEALTH_SETTLE: Duration = Duration::from_secs(25);
+
+// --- watch daemon defaults ---
+/// The daemon's own state: the digest cache and the health-gate memory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/staticpin";
+/// How long the daemon lets a burst of file events settle before a pass.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
+/// The daemon's periodic full pass, catching anything an event missed.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// Where `kubeadm upgrade` stages new manifests while it runs.
+pub const DEFAULT_KUBEADM_TMP_DIR: &str = "/etc/kubernetes/tmp";
+/// Where `staticpin serve` answers kube-apiserver: the node's own loopback.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8443";
+/// Where `staticpin serve` answers /healthz and /metrics, in plain HTTP.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9843";
 
 /// The highest `concurrency` accepted; more would only get staticpin
 /// rate-limited by registries that a handful of static pods never need.
@@ -72,6 +89,8 @@ pub struct Settings {
     pub digest_only: bool,
     /// ImagePolicyWebhook wiring.
     pub admission: AdmissionSettings,
+    /// The webhook server.
+    pub serve: ServeSettings,
     /// Trusted registries and what `pin` does with other images; the
     /// default is no registry policy.
     pub policy: Policy,
@@ -79,6 +98,69 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// Move pins whose tag now resolves to another (verified) digest.
     pub update: bool,
+    // --- watch daemon settings ---
+    /// The digest cache (`digests.json`) and the daemon's memory live here.
+    pub state_dir: PathBuf,
+    /// Quiet time after a file event before the daemon's pass.
+    pub debounce: Duration,
+    /// The daemon's periodic full pass.
+    pub resync: Duration,
+    /// A `kubeadm-upgraded-manifests*` directory here means an upgrade runs.
+    pub kubeadm_tmp_dir: PathBuf,
+    /// The daemon gates kube-apiserver.yaml changes on its health.
+    pub health_gate: bool,
+    /// Pin from the digest cache only; ask no registry.
+    pub offline: bool,
+}
+
+/// `staticpin serve`: loopback addresses only, TLS material as paths (read
+/// when the server starts or reloads, so a bad file names itself then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// The decision port (HTTPS, client certificates required); loopback.
+    pub listen: SocketAddr,
+    /// /healthz and /metrics (plain HTTP); loopback, never the decision port.
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate chain; `serve` refuses to start without it.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key: Option<PathBuf>,
+    /// CA that signed kube-apiserver's client certificate.
+    pub client_ca: Option<PathBuf>,
+    /// Enforce denials, or only record them.
+    pub mode: Mode,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9843)),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// A listen address for `serve`: `IP:PORT` with a loopback IP. staticpin
+/// serve is reached by the node's own kube-apiserver only; anything wider
+/// would put the admission decision on the network.
+pub fn check_loopback_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        format!("expected a loopback IP:PORT such as {DEFAULT_SERVE_LISTEN}, got {s:?}")
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: staticpin serve listens only on the node's \
+             loopback (127.0.0.0/8 or [::1]), where the node's own kube-apiserver calls it"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("{s:?} has no port"));
+    }
+    Ok(addr)
 }
 
 /// Whether `pin` wires ImagePolicyWebhook into kube-apiserver.yaml (and
@@ -109,9 +191,16 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             digest_only: false,
             admission: AdmissionSettings::default(),
+            serve: ServeSettings::default(),
             policy: Policy::default(),
             metrics_file: None,
             update: false,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            debounce: DEFAULT_DEBOUNCE,
+            resync: DEFAULT_RESYNC,
+            kubeadm_tmp_dir: PathBuf::from(DEFAULT_KUBEADM_TMP_DIR),
+            health_gate: true,
+            offline: false,
         }
     }
 }
@@ -196,6 +285,42 @@ impl Settings {
             });
         }
 
+        let serve_fragment = fragment.serve.clone().unwrap_or_default();
+        let listen = |key: &str, value: &Option<String>, default: SocketAddr| match value {
+            Some(s) => check_loopback_listen(s).map_err(|r| invalid(key, r)),
+            None => Ok(default),
+        };
+        let serve = ServeSettings {
+            listen: listen(
+                "serve.listen",
+                &serve_fragment.listen,
+                defaults.serve.listen,
+            )?,
+            metrics_listen: listen(
+                "serve.metricsListen",
+                &serve_fragment.metrics_listen,
+                defaults.serve.metrics_listen,
+            )?,
+            tls_cert: path("serve.tlsCert", serve_fragment.tls_cert.clone())?,
+            tls_key: path("serve.tlsKey", serve_fragment.tls_key.clone())?,
+            client_ca: path("serve.clientCA", serve_fragment.client_ca.clone())?,
+            mode: serve_fragment.mode.unwrap_or_default(),
+        };
+        if serve.listen == serve.metrics_listen {
+            // Blame the key that was set: the other one is at its default.
+            let (key, other) = if serve_fragment.metrics_listen.is_some() {
+                ("serve.metricsListen", "serve.listen")
+            } else {
+                ("serve.listen", "serve.metricsListen")
+            };
+            return Err(invalid(
+                key,
+                format!(
+                    "must differ from {other} ({}): metrics are never served on the decision port",
+                    serve.listen
+                ),
+            ));
+        }
         let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default()).map_err(
             |e| match e {
                 PolicyError::Invalid { key, reason } => invalid(&key, reason),
@@ -228,9 +353,17 @@ impl Settings {
                 enabled,
                 config_file,
             },
+            serve,
             policy,
             metrics_file,
             update: fragment.update.unwrap_or(defaults.update),
+            state_dir: path("stateDir", fragment.state_dir.clone())?.unwrap_or(defaults.state_dir),
+            debounce: timeout("debounce", fragment.debounce, defaults.debounce)?,
+            resync: timeout("resync", fragment.resync, defaults.resync)?,
+            kubeadm_tmp_dir: path("kubeadmTmpDir", fragment.kubeadm_tmp_dir.clone())?
+                .unwrap_or(defaults.kubeadm_tmp_dir),
+            health_gate: fragment.health_gate.unwrap_or(defaults.health_gate),
+            offline: fragment.offline.unwrap_or(defaults.offline),
         })
     }
 }

@@ -386,7 +386,10 @@ fn every_key_parses() {
          timeout: 2.5\nconnectTimeout: 1\ndeadline: 90\nretries: 0\nconcurrency: 256\ndigestOnly: true\n\
          admission:\n  enabled: false\n  configFile: /a.yaml\n\
          policy:\n  trustedRegistries: [registry.k8s.io, 'myreg:5000/team/']\n  untrusted: deny\n\
-         metricsFile: /metrics/staticpin.prom\nupdate: true\n",
+         metricsFile: /metrics/staticpin.prom\nupdate: true\n\
+         stateDir: /s\ndebounce: 100ms\nresync: 1m\nkubeadmTmpDir: /t\nhealthGate: false\noffline: true\n\
+         serve:\n  listen: '[::1]:1'\n  metricsListen: 127.0.0.2:2\n  tlsCert: /t.crt\n  tlsKey: /t.key\n  \
+         clientCA: /ca.crt\n  mode: audit\n",
     );
     let s = result.unwrap();
     assert_eq!(
@@ -418,7 +421,96 @@ fn every_key_parses() {
             .unwrap(),
             metrics_file: Some("/metrics/staticpin.prom".into()),
             update: true,
+            state_dir: "/s".into(),
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(60),
+            kubeadm_tmp_dir: "/t".into(),
+            health_gate: false,
+            offline: true,
+            serve: ServeSettings {
+                listen: "[::1]:1".parse().unwrap(),
+                metrics_listen: "127.0.0.2:2".parse().unwrap(),
+                tls_cert: Some("/t.crt".into()),
+                tls_key: Some("/t.key".into()),
+                client_ca: Some("/ca.crt".into()),
+                mode: crate::policy::Mode::Audit,
+            },
         }
+    );
+}
+
+#[test]
+fn serve_listens_on_loopback_only_and_blames_the_file() {
+    for (text, want) in [
+        (
+            "serve:\n  listen: 0.0.0.0:8443\n",
+            "serve.listen: 0.0.0.0:8443 is not a loopback address",
+        ),
+        (
+            "serve:\n  listen: localhost:8443\n",
+            "serve.listen: expected a loopback IP:PORT",
+        ),
+        (
+            "serve:\n  metricsListen: '[::]:9843'\n",
+            "serve.metricsListen: [::]:9843 is not a loopback",
+        ),
+        (
+            "serve:\n  listen: 127.0.0.1:0\n",
+            "serve.listen: \"127.0.0.1:0\" has no port",
+        ),
+        (
+            "serve:\n  listen: 127.0.0.1:9843\n",
+            "serve.listen: must differ from serve.metricsListen",
+        ),
+        (
+            "serve:\n  tlsKey: rel/key\n",
+            "serve.tlsKey: must be an absolute path",
+        ),
+        (
+            "serve:\n  mode: permissive\n",
+            "unknown variant `permissive`",
+        ),
+        ("serve:\n  clientCa: /x\n", "unknown field `clientCa`"),
+        (
+            "policy:\n  exemptNamespaces: [Kube_System]\n",
+            "policy.exemptNamespaces[0]: ",
+        ),
+        (
+            "policy:\n  trustedRegistries: ['https://x']\n",
+            "policy.trustedRegistries[0]: ",
+        ),
+    ] {
+        let msg = check_err(text);
+        assert!(msg.contains(want), "{text:?}: {msg}");
+    }
+}
+
+#[test]
+fn serve_and_policy_merge_per_key_across_dropins() {
+    let etc = Etc::new();
+    etc.write(
+        "config.yaml",
+        "serve:\n  listen: 127.0.0.1:1\n  mode: audit\npolicy:\n  requireDigest: true\n  denyLatest: true\n",
+    );
+    etc.write(
+        "config.d/50-local-webhook.yaml",
+        "serve:\n  listen: 127.0.0.1:2\n  tlsCert: /c\npolicy:\n  denyLatest: false\n",
+    );
+    let (s, _) = load(&etc.paths()).unwrap();
+    assert_eq!(s.serve.listen, "127.0.0.1:2".parse().unwrap());
+    assert_eq!(s.serve.mode, crate::policy::Mode::Audit);
+    assert_eq!(s.serve.tls_cert, Some("/c".into()));
+    assert!(s.policy.require_digest);
+    assert!(!s.policy.deny_latest);
+    // The drop-in that set a bad value is the one blamed.
+    let bad = etc.write(
+        "config.d/60-bad.yaml",
+        "policy:\n  exemptNamespaces: ['*']\n",
+    );
+    let msg = load(&etc.paths()).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("{}: policy.exemptNamespaces[0]", bad.display())),
+        "{msg}"
     );
 }
 

@@ -7,6 +7,7 @@
 //! and references that already carry a digest never reach the resolver.
 
 mod auth;
+pub mod cache;
 mod client;
 mod hosts;
 pub(crate) mod tls;

@@ -86,13 +86,14 @@ impl Sandbox {
     }
 
     /// Replaces the config file with the sandbox's paths plus `extra` (more
-    /// top-level keys; they must not repeat the five path keys).
+    /// top-level keys; they must not repeat the six path keys).
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "manifestDir: {}\nbackupDir: {}\nlockFile: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
+            "manifestDir: {}\nbackupDir: {}\nlockFile: {}\nstateDir: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra}",
             self.path("manifests").display(),
             self.path("backups").display(),
             self.path("lock").display(),
+            self.path("state").display(),
             self.path("kubelet").display(),
             self.certs().display(),
         );

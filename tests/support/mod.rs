@@ -34,6 +34,7 @@ pub mod pki;
 pub mod proxy;
 pub mod registry;
 pub mod token;
+pub mod webhook;
 
 pub use docker_config::{docker_config, docker_config_raw};
 pub use fault::{FaultServer, FaultStep, RecordedRequest};

@@ -30,9 +30,10 @@ impl Node {
         std::fs::write(
             tmp.path().join("config.yaml"),
             format!(
-                "manifestDir: {}\nbackupDir: {}\nlockFile: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra_config}",
+                "manifestDir: {}\nbackupDir: {}\nstateDir: {}\nlockFile: {}\nkubeletRootDir: {}\ncertsDirs: [{}]\n{extra_config}",
                 p("manifests"),
                 p("backups"),
+                p("state"),
                 p("run/lock"),
                 p("kubelet"),
                 p("certs"),

@@ -492,3 +492,75 @@ fn duplicate(names: Vec<Option<&str>>, list: &str) -> Option<(String, String)> {
     }
     None
 }
+
+/// The webhook's client side as kube-apiserver loads it from a kubeconfig:
+/// the URL it calls, the CA it trusts and the certificate it presents (PEM).
+/// For `doctor` and `admission init --local-webhook`, which compare them with
+/// `serve`'s end.
+#[derive(Debug, Clone)]
+pub struct ClientEnd {
+    pub server: String,
+    pub ca_pem: Vec<u8>,
+    pub client_cert_pem: Vec<u8>,
+}
+
+/// Reads `path` the way clientcmd does for the fields [`ClientEnd`] holds:
+/// current-context's cluster and user, `-data` or a file relative to the
+/// kubeconfig's directory. Errors name the file and field.
+pub fn client_end(path: &Path) -> Result<ClientEnd, String> {
+    let at = |field: &str, why: String| format!("{}: {field}: {why}", path.display());
+    let bytes = fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let kc: KubeConfig = parse_typed::<Option<KubeConfig>>(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .unwrap_or_default();
+    let current = kc.current_context.clone().unwrap_or_default();
+    let context = kc
+        .contexts()
+        .iter()
+        .find(|c| c.name.as_deref() == Some(current.as_str()))
+        .and_then(|c| c.context.clone())
+        .ok_or_else(|| at("current-context", format!("no context named {current:?}")))?;
+    let cluster_name = context.cluster.unwrap_or_default();
+    let cluster = kc
+        .clusters()
+        .iter()
+        .find(|c| c.name.as_deref() == Some(cluster_name.as_str()))
+        .and_then(|c| c.cluster.clone())
+        .ok_or_else(|| at("clusters", format!("no cluster named {cluster_name:?}")))?;
+    let user_name = context.user.unwrap_or_default();
+    let user = kc
+        .users()
+        .iter()
+        .find(|u| u.name.as_deref() == Some(user_name.as_str()))
+        .and_then(|u| u.user.clone())
+        .ok_or_else(|| at("users", format!("no user named {user_name:?}")))?;
+    let base = parent(path).to_path_buf();
+    let load =
+        |data: &Option<String>, file: &Option<String>, field: &str| -> Result<Vec<u8>, String> {
+            if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
+                return base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .map_err(|e| at(&format!("{field}-data"), format!("is not base64: {e}")));
+            }
+            match file.as_deref().filter(|f| !f.is_empty()) {
+                Some(f) => {
+                    let p = resolve(&base, f);
+                    fs::read(&p).map_err(|e| at(field, format!("cannot read {}: {e}", p.display())))
+                }
+                None => Err(at(field, "is not set".to_string())),
+            }
+        };
+    Ok(ClientEnd {
+        server: cluster.server.clone().unwrap_or_default(),
+        ca_pem: load(
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+            "certificate-authority",
+        )?,
+        client_cert_pem: load(
+            &user.client_certificate_data,
+            &user.client_certificate,
+            "client-certificate",
+        )?,
+    })
+}

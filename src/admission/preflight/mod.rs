@@ -43,6 +43,7 @@ pub(crate) use crate::trust::certs::{
     cert_expiry, key_matches_cert, parse_ca, parse_cert_chain, parse_private_key, Expiry, KeyMatch,
 };
 pub(crate) use image_policy::{DurationField, Verdict, ALLOW_TTL, DENY_TTL, RETRY_BACKOFF};
+pub use kubeconfig::{client_end, ClientEnd};
 
 /// Check names, stable for `doctor`'s table and for scripts that grep it.
 pub const CHECK_ADMISSION_CONFIG: &str = "admission-config";

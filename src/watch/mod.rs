@@ -1,0 +1,660 @@
+//! `staticpin watch`: the node daemon that keeps static pods pinned and the
+//! apiserver wired, unattended, under systemd.
+//!
+//! It owns the loop only; every pass is [`pass::run_once`] (lock, plan,
+//! compare-and-swap commit, gate, report, pruning), fed by:
+//!
+//! - [`events`]: inotify events on the manifest directory (and its parent,
+//!   the kubeadm tmp dir and the admission directory), debounced, reads and
+//!   dotfiles dropped, files still being written held back;
+//! - [`upgrade`]: no writes while `kubeadm upgrade` runs (bounded hold);
+//! - [`backoff`]: transient failures retried 1 s doubling to 5 min;
+//! - [`memory`]: a kube-apiserver change the health gate rolled back is not
+//!   applied again until its inputs change;
+//! - the digest cache ([`crate::registry::cache`]) behind the resolver;
+//! - [`notify`]: READY / STATUS / RELOADING / STOPPING / WATCHDOG.
+//!
+//! No per-file, per-registry or reload error ends the daemon: only SIGTERM
+//! or SIGINT do (exit 0), or a setup failure before the first pass (exit 2).
+
+pub mod backoff;
+pub mod events;
+pub mod memory;
+pub mod notify;
+pub mod upgrade;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::backup::BackupStore;
+use crate::config;
+use crate::pass::{self, FileError, FileReport, GateRollback, Outcome, Report};
+use crate::registry::cache::{rfc3339, CachingResolver, DigestCache};
+use crate::registry::{self, HttpResolver};
+use events::{Roots, Tracker};
+use memory::{sha256_hex, GateMemory, Refused};
+
+/// Everything one configuration decides; rebuilt on SIGHUP.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub settings: config::Settings,
+    pub registry: registry::Settings,
+    pub options: pass::Options,
+}
+
+/// Loads the configuration (files, then the command line's flags).
+pub type Loader = Box<dyn Fn() -> Result<Setup, String>>;
+
+enum Msg {
+    Events(Vec<notify_debouncer_full::notify::Event>),
+    Errors(Vec<String>),
+}
+
+type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+
+/// Per-file state as last logged, so each change is logged once.
+#[derive(Debug, Default)]
+struct FileState {
+    logged: String,
+    failing: bool,
+    ok: bool,
+}
+
+struct Retry {
+    attempts: u32,
+    due: Instant,
+}
+
+/// A pseudo-path for the run lock's retry entry.
+const LOCK_KEY: &str = "<run lock>";
+
+struct Daemon {
+    setup: Setup,
+    http: HttpResolver,
+    cache: DigestCache,
+    memory: GateMemory,
+    store: BackupStore,
+    tracker: Tracker,
+    roots: Roots,
+    watcher: Option<Watcher>,
+    tx: mpsc::UnboundedSender<Msg>,
+    files: BTreeMap<PathBuf, FileState>,
+    retry: BTreeMap<PathBuf, Retry>,
+    blocked: Vec<Refused>,
+    hold_since: Option<Instant>,
+    hold_warned: bool,
+    last_pass: Option<SystemTime>,
+    reload_error: Option<String>,
+    pass_errors: Vec<String>,
+    writes: u64,
+}
+
+fn roots(setup: &Setup) -> Roots {
+    Roots {
+        manifest_dir: setup.settings.manifest_dir.clone(),
+        kubeadm_tmp_dir: setup.settings.kubeadm_tmp_dir.clone(),
+        admission_dir: setup
+            .options
+            .admission
+            .as_ref()
+            .map(|r| r.mount_dir.clone()),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT; the exit code.
+pub async fn run(load: Loader) -> u8 {
+    let setup = match load() {
+        Ok(s) => s,
+        Err(e) => return crate::cli::fail(e),
+    };
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (mut term, mut int, mut hup) = match signals {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return crate::cli::fail(format!("cannot handle signals: {e}"))
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut d = Daemon::new(setup, tx);
+    d.arm();
+    let mut watchdog = Watchdog::new(notify::watchdog_interval());
+    let mut pending = true;
+    let mut ready = false;
+    let mut resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
+    loop {
+        if pending && !d.held() {
+            pending = false;
+            if d.pass_unless_stopped(&mut term, &mut int, &mut watchdog)
+                .await
+            {
+                break;
+            }
+        }
+        if !ready {
+            notify::ready(&d.status());
+            ready = true;
+            tracing::info!("ready: {}", d.status());
+        }
+        let retry_due = d.retry.values().map(|r| r.due).min();
+        let retry_sleep = async {
+            match retry_due {
+                Some(due) if !pending => tokio::time::sleep_until(due.into()).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Events(evs)) => {
+                    let wake = d.tracker.classify(&d.roots, evs.iter());
+                    if wake.rearm {
+                        d.arm();
+                    }
+                    if wake.admission {
+                        tracing::warn!("admission files changed; checking them again");
+                    }
+                    pending |= wake.any();
+                }
+                Some(Msg::Errors(errors)) => {
+                    for e in errors {
+                        tracing::warn!("file watch error: {e}; running a full pass");
+                    }
+                    d.tracker.forget_all();
+                    pending = true;
+                }
+                None => {}
+            },
+            _ = tokio::time::sleep_until(resync_at) => {
+                resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
+                tracing::debug!("periodic resync");
+                pending = true;
+            }
+            _ = retry_sleep => pending = true,
+            // While held for a kubeadm upgrade, look again each second; the
+            // tmp dir's own events usually come first.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if pending => {}
+            () = watchdog.due() => watchdog.ping(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                d.reload(&load);
+                resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
+                pending = true;
+            }
+        }
+    }
+    notify::stopping();
+    tracing::info!("stopping");
+    crate::cli::EXIT_OK
+}
+
+/// `WATCHDOG=1` on a fixed schedule: a deadline kept across loop turns,
+/// so a steady stream of events cannot keep postponing it.
+struct Watchdog {
+    every: Option<Duration>,
+    next: tokio::time::Instant,
+}
+
+impl Watchdog {
+    fn new(every: Option<Duration>) -> Watchdog {
+        Watchdog {
+            every,
+            next: tokio::time::Instant::now() + every.unwrap_or_default(),
+        }
+    }
+
+    async fn due(&self) {
+        match self.every {
+            Some(_) => tokio::time::sleep_until(self.next).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn ping(&mut self) {
+        notify::watchdog();
+        self.next = tokio::time::Instant::now() + self.every.unwrap_or_default();
+    }
+}
+
+impl Daemon {
+    fn new(setup: Setup, tx: mpsc::UnboundedSender<Msg>) -> Daemon {
+        let cache = DigestCache::load(&setup.settings.state_dir);
+        let memory = GateMemory::load(&setup.settings.state_dir);
+        Daemon {
+            http: HttpResolver::new(setup.registry.clone()),
+            store: BackupStore::new(setup.settings.backup_dir.clone()),
+            roots: roots(&setup),
+            setup,
+            cache,
+            memory,
+            tracker: Tracker::default(),
+            watcher: None,
+            tx,
+            files: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            blocked: Vec::new(),
+            hold_since: None,
+            hold_warned: false,
+            last_pass: None,
+            reload_error: None,
+            pass_errors: Vec::new(),
+            writes: 0,
+        }
+    }
+
+    /// (Re)creates the watches: the manifest directory and its parent (so
+    /// a directory that is missing, replaced or renamed is seen coming
+    /// back), the kubeadm tmp dir and its parent, and the admission dir.
+    fn arm(&mut self) {
+        // Dropping the old debouncer stops its thread and its watches.
+        self.watcher = None;
+        let tx = self.tx.clone();
+        let handler = move |res: DebounceEventResult| {
+            let msg = match res {
+                Ok(evs) => {
+                    // Filtered here, on the debouncer's thread: kubelet's
+                    // reads every 20 s must not wake the daemon.
+                    let evs: Vec<_> = evs
+                        .into_iter()
+                        .filter(|e| events::relevant(e))
+                        .map(|e| e.event)
+                        .collect();
+                    if evs.is_empty() {
+                        return;
+                    }
+                    Msg::Events(evs)
+                }
+                Err(errors) => Msg::Errors(errors.iter().map(ToString::to_string).collect()),
+            };
+            let _ = tx.send(msg);
+        };
+        let mut w = match new_debouncer(self.setup.settings.debounce, None, handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot watch files: {e}; relying on the periodic resync");
+                return;
+            }
+        };
+        let r = &self.roots;
+        let mut dirs: Vec<&Path> = Vec::new();
+        for d in [
+            Some(r.manifest_dir.as_path()),
+            Some(r.kubeadm_tmp_dir.as_path()),
+        ] {
+            let Some(d) = d else { continue };
+            dirs.push(d);
+            if let Some(p) = d.parent() {
+                dirs.push(p);
+            }
+        }
+        if let Some(a) = &r.admission_dir {
+            dirs.push(a);
+        }
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            if !dir.is_dir() {
+                continue;
+            }
+            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", dir.display());
+            }
+        }
+        if !r.manifest_dir.is_dir() {
+            tracing::warn!(
+                "manifest directory {} does not exist; waiting for it",
+                r.manifest_dir.display()
+            );
+        }
+        self.watcher = Some(w);
+    }
+
+    /// Whether to hold off writing because `kubeadm upgrade` is running.
+    fn held(&mut self) -> bool {
+        if upgrade::in_progress(&self.setup.settings.kubeadm_tmp_dir) {
+            let since = *self.hold_since.get_or_insert_with(|| {
+                tracing::warn!(
+                    "kubeadm upgrade in progress ({} has a kubeadm-upgraded-manifests directory); \
+                     holding off until it finishes",
+                    self.setup.settings.kubeadm_tmp_dir.display()
+                );
+                notify::status("holding: kubeadm upgrade in progress");
+                Instant::now()
+            });
+            if since.elapsed() < upgrade::MAX_HOLD {
+                return true;
+            }
+            if !self.hold_warned {
+                self.hold_warned = true;
+                tracing::warn!(
+                    "kubeadm upgrade still in progress after {} min; proceeding anyway",
+                    upgrade::MAX_HOLD.as_secs() / 60
+                );
+            }
+            false
+        } else {
+            if self.hold_since.take().is_some() {
+                tracing::info!("kubeadm upgrade finished; pinning again");
+            }
+            self.hold_warned = false;
+            false
+        }
+    }
+
+    /// One pass, abandoned (between writes, never inside one) if SIGTERM or
+    /// SIGINT arrives. True when the daemon is to stop.
+    async fn pass_unless_stopped(
+        &mut self,
+        term: &mut Signal,
+        int: &mut Signal,
+        watchdog: &mut Watchdog,
+    ) -> bool {
+        let pass = self.pass();
+        tokio::pin!(pass);
+        loop {
+            tokio::select! {
+                () = &mut pass => return false,
+                _ = term.recv() => return true,
+                _ = int.recv() => return true,
+                () = watchdog.due() => watchdog.ping(),
+            }
+        }
+    }
+
+    /// Fingerprint of what a kube-apiserver change was made from besides
+    /// the manifest: the settings and the admission files.
+    fn inputs(&self) -> String {
+        let mut text = format!("{:?}", self.setup.settings);
+        if let Some(dir) = &self.roots.admission_dir {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|it| it.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            names.sort();
+            for p in names {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                text.push_str(&format!("\n{} {}", p.display(), sha256_hex(&bytes)));
+            }
+        }
+        sha256_hex(text.as_bytes())
+    }
+
+    /// What this pass covers: the manifest directory, or its files minus
+    /// those still being written and those the gate memory holds back.
+    /// `None` when the directory is missing.
+    fn targets(&mut self) -> Option<Vec<PathBuf>> {
+        let dir = self.setup.settings.manifest_dir.clone();
+        if !dir.is_dir() {
+            return None;
+        }
+        let stale = self.setup.settings.resync.max(Duration::from_secs(60));
+        let writing = self.tracker.writing(stale);
+        let inputs = self.inputs();
+        self.blocked = self.memory.blocked(&inputs);
+        if writing.is_empty() && self.blocked.is_empty() {
+            return Some(vec![dir]);
+        }
+        for w in &writing {
+            tracing::debug!("{}: still being written; not touched yet", w.display());
+        }
+        let entries = std::fs::read_dir(&dir).ok()?;
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+            })
+            .filter(|p| !writing.contains(p) && !self.blocked.iter().any(|b| &b.file == p))
+            .collect();
+        files.sort();
+        Some(files)
+    }
+
+    async fn pass(&mut self) {
+        let Some(paths) = self.targets() else {
+            self.last_pass = Some(SystemTime::now());
+            notify::status(&self.status());
+            return;
+        };
+        let started = Instant::now();
+        let resolver = CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
+        let result = if paths.is_empty() {
+            Ok(Report::new(pass::Mode::Apply))
+        } else {
+            pass::run_once(&paths, &self.setup.options, &resolver, Some(&self.store)).await
+        };
+        for hit in resolver.take_hits() {
+            tracing::warn!("{hit}");
+        }
+        drop(resolver);
+        if let Err(e) = self.cache.save() {
+            tracing::warn!("{}: {e}", self.cache.path().display());
+        }
+        self.last_pass = Some(SystemTime::now());
+        let now = Instant::now();
+        // Entries due by now were retried by this pass (or their file was
+        // left out of it); the report schedules the ones still failing.
+        self.retry.retain(|_, r| r.due > now);
+        match result {
+            Ok(report) => {
+                self.retry.remove(Path::new(LOCK_KEY));
+                self.absorb(report).await;
+            }
+            Err(e) => {
+                tracing::warn!("pass skipped: {e}");
+                self.schedule(PathBuf::from(LOCK_KEY));
+            }
+        }
+        tracing::debug!("pass took {:?}", started.elapsed());
+        notify::status(&self.status());
+    }
+
+    fn schedule(&mut self, path: PathBuf) {
+        let attempts = self.retry.get(&path).map_or(0, |r| r.attempts) + 1;
+        let wait = backoff::delay(attempts, &path);
+        tracing::debug!("{}: retry {attempts} in {wait:.1?}", path.display());
+        self.retry.insert(
+            path,
+            Retry {
+                attempts,
+                due: Instant::now() + wait,
+            },
+        );
+    }
+
+    async fn absorb(&mut self, report: Report) {
+        let mut seen = Vec::new();
+        for f in &report.files {
+            seen.push(f.path.clone());
+            self.log_writes(f);
+            if let Outcome::Failed(FileError::Unhealthy {
+                reason,
+                rollback: GateRollback::Restored(_),
+            }) = &f.outcome
+            {
+                self.remember_rollback(f, reason);
+            }
+            let (state, level) = describe(f);
+            let failing = f.is_error();
+            let entry = self.files.entry(f.path.clone()).or_default();
+            let changed = entry.logged != state;
+            if changed {
+                match level {
+                    tracing::Level::ERROR => tracing::error!("{}: {state}", f.path.display()),
+                    tracing::Level::WARN => tracing::warn!("{}: {state}", f.path.display()),
+                    _ if entry.failing => {
+                        tracing::info!("{}: {state} (recovered)", f.path.display())
+                    }
+                    _ => tracing::debug!("{}: {state}", f.path.display()),
+                }
+                entry.logged = state;
+            }
+            entry.failing = failing;
+            entry.ok = matches!(f.outcome, Outcome::Changed { .. } | Outcome::Unchanged);
+            match &f.outcome {
+                Outcome::Failed(e) if e.is_transient() => self.schedule(f.path.clone()),
+                _ => {
+                    self.retry.remove(&f.path);
+                }
+            }
+        }
+        // Files removed or moved out no longer count.
+        self.files.retain(|p, _| seen.contains(p) || p.exists());
+        if report.errors != self.pass_errors {
+            for e in &report.errors {
+                tracing::error!("{e}");
+            }
+            self.pass_errors = report.errors.clone();
+        }
+    }
+
+    /// Every write, with the file and each image before → after.
+    fn log_writes(&mut self, f: &FileReport) {
+        let Outcome::Changed { pinned, wired } = f.outcome else {
+            return;
+        };
+        self.writes += 1;
+        for i in &f.images {
+            if let Some(to) = &i.pinned {
+                tracing::info!("{}:{}: {} -> {to}", f.path.display(), i.line, i.image);
+            }
+        }
+        if wired {
+            tracing::info!("{}: admission wired", f.path.display());
+        }
+        tracing::info!(
+            "{}: written ({pinned} pinned{}), backup {}",
+            f.path.display(),
+            if wired { ", admission wired" } else { "" },
+            f.backup
+                .as_ref()
+                .map_or_else(|| "none".into(), |b| b.display().to_string())
+        );
+    }
+
+    fn remember_rollback(&mut self, f: &FileReport, reason: &str) {
+        let (Ok(current), Some(written)) = (std::fs::read(&f.path), f.written.as_ref()) else {
+            return;
+        };
+        tracing::error!(
+            "{}: kube-apiserver did not become healthy after the change and it was rolled back; \
+             not applying it again until the manifest, the config or the admission files change",
+            f.path.display()
+        );
+        self.memory.remember(Refused {
+            file: f.path.clone(),
+            before: sha256_hex(&current),
+            after: sha256_hex(written),
+            inputs: self.inputs(),
+            at: rfc3339(SystemTime::now()),
+            reason: reason.to_string(),
+        });
+        self.blocked = self.memory.entries().to_vec();
+    }
+
+    /// SIGHUP: the configuration and drop-ins again. An invalid one is
+    /// logged and shown in STATUS, and the old one stays in force.
+    fn reload(&mut self, load: &Loader) {
+        notify::reloading();
+        match load() {
+            Ok(setup) => {
+                tracing::info!("configuration reloaded");
+                let rearm = roots(&setup) != self.roots
+                    || setup.settings.debounce != self.setup.settings.debounce;
+                if setup.settings.state_dir != self.setup.settings.state_dir {
+                    self.cache = DigestCache::load(&setup.settings.state_dir);
+                    self.memory = GateMemory::load(&setup.settings.state_dir);
+                }
+                self.http = HttpResolver::new(setup.registry.clone());
+                self.store = BackupStore::new(setup.settings.backup_dir.clone());
+                self.roots = roots(&setup);
+                self.setup = setup;
+                self.reload_error = None;
+                if rearm {
+                    self.arm();
+                }
+            }
+            Err(e) => {
+                tracing::error!("configuration reload failed, keeping the previous one: {e}");
+                self.reload_error = Some(e);
+            }
+        }
+        notify::ready(&self.status());
+    }
+
+    /// `5 manifests: 5 pinned, apiserver wired; last pass 12:03:04Z; 0 failing`.
+    fn status(&self) -> String {
+        let dir = &self.setup.settings.manifest_dir;
+        let mut s = if !dir.is_dir() {
+            format!("waiting for {}", dir.display())
+        } else {
+            let in_dir: Vec<_> = self
+                .files
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir.as_path()))
+                .collect();
+            let pinned = in_dir.iter().filter(|(_, s)| s.ok).count();
+            let failing = in_dir.iter().filter(|(_, s)| s.failing).count();
+            let wired = match &self.setup.options.admission {
+                Some(_) if self.blocked.is_empty() => ", apiserver wired",
+                Some(_) => ", apiserver not wired",
+                None => "",
+            };
+            let last = self
+                .last_pass
+                .map(|t| rfc3339(t).get(11..).unwrap_or_default().to_string())
+                .unwrap_or_else(|| "never".into());
+            format!(
+                "{} manifests: {pinned} pinned{wired}; last pass {last}; {failing} failing",
+                in_dir.len()
+            )
+        };
+        if self.hold_since.is_some() && !self.hold_warned {
+            s.push_str("; holding: kubeadm upgrade in progress");
+        }
+        for b in &self.blocked {
+            s.push_str(&format!(
+                "; not re-applying a change to {} that failed the health gate at {}",
+                b.file.display(),
+                b.at
+            ));
+        }
+        if let Some(e) = &self.reload_error {
+            s.push_str(&format!(
+                "; config reload failed, previous config kept: {e}"
+            ));
+        }
+        s
+    }
+}
+
+/// A file's state as one line, and how loudly to log a change to it.
+fn describe(f: &FileReport) -> (String, tracing::Level) {
+    use tracing::Level;
+    match &f.outcome {
+        Outcome::Changed { .. } | Outcome::Unchanged => ("pinned".into(), Level::DEBUG),
+        Outcome::Unpinned(n) => (format!("{n} unpinned"), Level::WARN),
+        Outcome::Skipped(s) if s.is_error => (
+            format!("skipped ({}); will look again on the next change", s.reason),
+            Level::WARN,
+        ),
+        Outcome::Skipped(s) => (format!("skipped ({})", s.reason), Level::DEBUG),
+        Outcome::Failed(e) if e.is_transient() => (
+            format!("{e}; left as it is, retrying with backoff"),
+            Level::WARN,
+        ),
+        Outcome::Failed(e) => (
+            format!("{e}; left as it is until it or the config changes"),
+            Level::ERROR,
+        ),
+    }
+}

@@ -1,0 +1,49 @@
+//! Talking to systemd over `NOTIFY_SOCKET` (`Type=notify`): READY, STATUS,
+//! RELOADING with its MONOTONIC_USEC, STOPPING and the watchdog. Outside
+//! systemd (no `NOTIFY_SOCKET`) every call is a no-op.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+/// Sends `states`; a failure is logged at debug level and otherwise
+/// ignored, since a lost notification must never stop the daemon.
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("cannot notify systemd: {e}");
+    }
+}
+
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+/// systemd ≥ 253 (`Type=notify-reload`) waits for RELOADING=1 with the
+/// monotonic time it was sent at; older ones ignore the extra field, so
+/// both always go together.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(e) => {
+            tracing::debug!("cannot read CLOCK_MONOTONIC: {e}");
+            send(&[NotifyState::Reloading]);
+        }
+    }
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// Half of `WatchdogSec=`, the interval to ping at, when the watchdog is on.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|d| d / 2)
+}

@@ -1,0 +1,654 @@
+//! `staticpin watch`, binary-level, against a real docker-registry: the
+//! notify protocol (a NOTIFY_SOCKET this test listens on), file events
+//! from kubeadm-style renames and slow in-place writes, the kubeadm upgrade
+//! hold, a registry going away, the health gate's memory, reload and stop.
+//! Every test counts writes (backups in the backup tree, and the daemon's
+//! "written" log lines) and checks they equal the changes needed. Plus the
+//! systemd unit: `systemd-analyze verify` and its security exposure.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::apiserver::{write_livez, Apiserver, ETCD_DOWN};
+use support::node::{pod, Node, BIN};
+use support::{have_tool, wait_until, Pki};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `staticpin watch`, its notify datagrams and its stderr.
+struct Watch {
+    child: Option<Child>,
+    notes: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn watch(node: &Node, extra: &[&str]) -> Watch {
+    watch_env(node, extra, &[])
+}
+
+fn watch_env(node: &Node, extra: &[&str], env: &[(&str, &str)]) -> Watch {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let sock_path = node.path(&format!("notify-{}.sock", N.fetch_add(1, Ordering::SeqCst)));
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (notes, stop) = (notes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    notes.lock().unwrap().push(text);
+                }
+            }
+        });
+    }
+    std::fs::create_dir_all(node.path("kubeadm-tmp")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", node.path("home"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .envs(env.iter().copied())
+        .current_dir(node.path("cwd"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .args(["watch", "--config"])
+        .arg(node.path("config.yaml"))
+        .args([
+            "--log-target",
+            "stderr",
+            "--insecure-registry",
+            &node.reg.host,
+        ])
+        .args(["--timeout", "5", "--retries", "0", "--debounce", "50ms"])
+        .arg("--kubeadm-tmp-dir")
+        .arg(node.path("kubeadm-tmp"))
+        .args(extra);
+    if !extra.contains(&"--health-url") {
+        cmd.arg("--no-health-gate");
+    }
+    if !extra.contains(&"--resync") {
+        cmd.args(["--resync", "30s"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    Watch {
+        child: Some(child),
+        notes,
+        log,
+        stop,
+    }
+}
+
+impl Watch {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.notes()
+            .iter()
+            .filter(|n| n.lines().any(|l| l == what))
+            .count()
+    }
+
+    /// Waits until `n` notifications carry the line `what`.
+    fn wait_note(&self, what: &str, n: usize) {
+        wait_until(WAIT, || (self.count(what) >= n).then_some(())).unwrap_or_else(|| {
+            panic!(
+                "no {n}× {what:?}; got {:?}\n--- log ---\n{}",
+                self.notes(),
+                self.log()
+            )
+        })
+    }
+
+    fn wait_log(&self, needle: &str) {
+        wait_until(WAIT, || self.log().contains(needle).then_some(()))
+            .unwrap_or_else(|| panic!("log never said {needle:?}\n--- log ---\n{}", self.log()))
+    }
+
+    fn last_status(&self) -> String {
+        self.notes()
+            .iter()
+            .rev()
+            .flat_map(|n| n.lines().map(str::to_string).collect::<Vec<_>>())
+            .find(|l| l.starts_with("STATUS="))
+            .unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM; the exit code and how long it took.
+    fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let status = wait_until(Duration::from_secs(10), || child.try_wait().unwrap())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("watch did not exit on SIGTERM")
+            });
+        (status.code(), start.elapsed())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Files backed up so far: one per write staticpin made.
+fn writes(node: &Node) -> usize {
+    node.runs()
+        .iter()
+        .map(|run| {
+            std::fs::read_dir(node.backups().join(run))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != "index.json")
+                .count()
+        })
+        .sum()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+fn wait_file(p: &Path, want: &str, w: &Watch) {
+    wait_until(WAIT, || (read(p) == want).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "{} never became\n{want}\nit is\n{}\n--- log ---\n{}",
+            p.display(),
+            read(p),
+            w.log()
+        )
+    })
+}
+
+/// Long enough for a debounced event (50 ms) and the pass after it.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(600));
+}
+
+/// A manifest written elsewhere on the same file system and renamed in,
+/// as kubeadm upgrade does.
+fn rename_in(from_dir: &Path, to: &Path, text: &str) {
+    std::fs::create_dir_all(from_dir).unwrap();
+    let staged = from_dir.join(to.file_name().unwrap());
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+#[test]
+fn ready_after_the_first_pass_then_a_dropped_in_manifest_is_pinned() {
+    let node = Node::new("");
+    let sched = node.push("kube-scheduler", "v1.31.0");
+    let etcd = node.push("etcd", "3.5.16-0");
+    let a = node.manifests().join("kube-scheduler.yaml");
+    let image_a = format!("{}/kube-scheduler:v1.31.0", node.reg.host);
+    std::fs::write(&a, pod("kube-scheduler", &image_a, "a")).unwrap();
+
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    // READY=1 only after the first pass: the file is pinned by then.
+    assert_eq!(
+        read(&a),
+        pod("kube-scheduler", &format!("{image_a}@{sched}"), "a")
+    );
+    assert!(
+        w.last_status().contains("1 manifests: 1 pinned"),
+        "{:?}",
+        w.notes()
+    );
+
+    let b = node.manifests().join("etcd.yaml");
+    let image_b = format!("{}/etcd:3.5.16-0", node.reg.host);
+    std::fs::write(&b, pod("etcd", &image_b, "b")).unwrap();
+    wait_file(&b, &pod("etcd", &format!("{image_b}@{etcd}"), "b"), &w);
+    w.wait_log(&format!("{image_b} -> {image_b}@{etcd}"));
+
+    // Its own rename raised events; the pass after them wrote nothing.
+    settle();
+    assert_eq!(writes(&node), 2, "{}", w.log());
+    assert_eq!(w.log().matches(": written (").count(), 2, "{}", w.log());
+    wait_until(WAIT, || {
+        w.last_status()
+            .contains("2 manifests: 2 pinned")
+            .then_some(())
+    })
+    .expect("STATUS kept current");
+}
+
+#[test]
+fn kubeadm_upgrade_renames_are_repinned_but_not_while_kubeadm_runs() {
+    let node = Node::new("");
+    let v1 = node.push("kube-scheduler", "v1.31.0");
+    let v2 = node.push("kube-scheduler", "v1.31.1");
+    let v3 = node.push("kube-scheduler", "v1.32.0");
+    let img = |t: &str| format!("{}/kube-scheduler:{t}", node.reg.host);
+    let file = node.manifests().join("kube-scheduler.yaml");
+    std::fs::write(&file, pod("kube-scheduler", &img("v1.31.0"), "x")).unwrap();
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    assert!(read(&file).contains(&v1));
+
+    // kubeadm writes the new manifest beside (same file system) and renames it over.
+    let tmp = node.path("kubeadm-tmp");
+    rename_in(
+        &tmp.join("staging-a"),
+        &file,
+        &pod("kube-scheduler", &img("v1.31.1"), "x"),
+    );
+    wait_file(
+        &file,
+        &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "x"),
+        &w,
+    );
+
+    // Mid-upgrade: the staging directory exists; nothing is written.
+    let staging = tmp.join("kubeadm-upgraded-manifests123");
+    let upgraded = pod("kube-scheduler", &img("v1.32.0"), "x");
+    rename_in(&staging, &file, &upgraded);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        read(&file),
+        upgraded,
+        "written during the upgrade\n{}",
+        w.log()
+    );
+    assert!(
+        w.log().contains("kubeadm upgrade in progress"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        w.last_status().contains("kubeadm upgrade"),
+        "{:?}",
+        w.notes()
+    );
+    // The backup directories kubeadm leaves behind do not hold anything.
+    std::fs::create_dir_all(tmp.join("kubeadm-backup-manifests-2026-01-01-00-00-00")).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
+    wait_file(
+        &file,
+        &pod("kube-scheduler", &format!("{}@{v3}", img("v1.32.0")), "x"),
+        &w,
+    );
+    settle();
+    assert_eq!(writes(&node), 3, "{}", w.log());
+}
+
+#[test]
+fn a_slowly_written_file_is_pinned_once_complete_and_never_half_way() {
+    let node = Node::new("");
+    let digest = node.push("kube-scheduler", "v1.31.0");
+    let etcd_digest = node.push("etcd", "3.5.16-0");
+    let image = format!("{}/kube-scheduler:v1.31.0", node.reg.host);
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+
+    let full = pod("kube-scheduler", &image, "slow");
+    // The first half is itself a valid Pod: acting on it would pin and
+    // rename it, and the writer's second half would land in the old inode.
+    let cut = full.find("    command:").unwrap();
+    let file = node.manifests().join("kube-scheduler.yaml");
+    let mut f = std::fs::File::create(&file).unwrap();
+    f.write_all(&full.as_bytes()[..cut]).unwrap();
+    f.flush().unwrap();
+    // Another file's event runs a pass while this one is still open.
+    let etcd = node.manifests().join("etcd.yaml");
+    let etcd_image = format!("{}/etcd:3.5.16-0", node.reg.host);
+    std::fs::write(&etcd, pod("etcd", &etcd_image, "e")).unwrap();
+    wait_file(
+        &etcd,
+        &pod("etcd", &format!("{etcd_image}@{etcd_digest}"), "e"),
+        &w,
+    );
+    settle();
+    assert_eq!(
+        read(&file),
+        full[..cut],
+        "touched while still open\n{}",
+        w.log()
+    );
+    f.write_all(&full.as_bytes()[cut..]).unwrap();
+    drop(f);
+    wait_file(
+        &file,
+        &full.replace(&image, &format!("{image}@{digest}")),
+        &w,
+    );
+    settle();
+    assert_eq!(writes(&node), 2, "{}", w.log());
+
+    // Half a Pod that does not parse is reported once and never rewritten.
+    let broken = node.manifests().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: [\n",
+    )
+    .unwrap();
+    settle();
+    std::fs::write(node.manifests().join("notes.txt"), "x").unwrap();
+    settle();
+    assert_eq!(
+        read(&broken),
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: [\n"
+    );
+    assert_eq!(
+        w.log().matches("broken.yaml: skipped").count(),
+        1,
+        "{}",
+        w.log()
+    );
+    assert_eq!(writes(&node), 2, "{}", w.log());
+}
+
+#[test]
+fn registry_down_leaves_files_alone_retries_and_pins_from_the_cache() {
+    let mut node = Node::new("");
+    let v1 = node.push("kube-scheduler", "v1.31.0");
+    let v2 = node.push("kube-scheduler", "v1.31.1");
+    let host = node.reg.host.clone();
+    let img = |t: &str| format!("{host}/kube-scheduler:{t}");
+    let a = node.manifests().join("a.yaml");
+    std::fs::write(&a, pod("kube-scheduler", &img("v1.31.0"), "a")).unwrap();
+    let mut w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    assert!(read(&a).contains(&v1));
+    assert!(node.path("state/digests.json").is_file());
+
+    node.reg.stop();
+    let b = node.manifests().join("b.yaml");
+    let b_text = pod("kube-scheduler", &img("v1.31.1"), "b");
+    std::fs::write(&b, &b_text).unwrap();
+    w.wait_log("b.yaml: ");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(&b), b_text);
+    assert!(w.alive(), "{}", w.log());
+    // Logged once per state change, not once per attempt.
+    assert_eq!(
+        w.log().matches("retrying with backoff").count(),
+        1,
+        "{}",
+        w.log()
+    );
+
+    node.reg.restart();
+    wait_file(
+        &b,
+        &pod("kube-scheduler", &format!("{}@{v2}", img("v1.31.1")), "b"),
+        &w,
+    );
+    assert_eq!(writes(&node), 2);
+
+    // Restarted while the registry is down: a tag seen before comes from the cache.
+    let (code, _) = w.terminate();
+    assert_eq!(code, Some(0));
+    node.reg.stop();
+    let c = node.manifests().join("c.yaml");
+    std::fs::write(&c, pod("kube-scheduler", &img("v1.31.0"), "c")).unwrap();
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    assert_eq!(
+        read(&c),
+        pod("kube-scheduler", &format!("{}@{v1}", img("v1.31.0")), "c"),
+        "{}",
+        w.log()
+    );
+    w.wait_log("from cache, resolved at ");
+    assert_eq!(writes(&node), 3);
+}
+
+#[test]
+fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
+    let node = Node::new("");
+    node.push("kube-apiserver", "v1.31.0");
+    let pki = Pki::new(node.tmp.path(), "cluster");
+    let www = node.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_livez(&www, ETCD_DOWN);
+    let srv = Apiserver::start(&www, &pki.server_crt, &pki.server_key, &[]);
+    let image = format!("{}/kube-apiserver:v1.31.0", node.reg.host);
+    let file = node.manifests().join("kube-apiserver.yaml");
+    let original = pod("kube-apiserver", &image, "original");
+    std::fs::write(&file, &original).unwrap();
+
+    let url = srv.url();
+    let ca = pki.ca_crt.display().to_string();
+    let gate = [
+        "--health-url",
+        url.as_str(),
+        "--health-ca",
+        ca.as_str(),
+        "--health-settle",
+        "0",
+        "--health-timeout",
+        "1",
+        "--resync",
+        "300ms",
+    ];
+    let w = watch(&node, &gate);
+    w.wait_note("READY=1", 1);
+    assert_eq!(read(&file), original, "{}", w.log());
+    assert!(
+        w.log().contains("restored the previous manifest"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        w.last_status().contains("failed the health gate"),
+        "{:?}",
+        w.notes()
+    );
+    // Several resyncs later: still only the one write.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(&node), 1, "{}", w.log());
+    assert_eq!(read(&file), original);
+    assert!(node.path("state/gate-memory.json").is_file());
+
+    // The input changes: tried again, once.
+    let edited = pod("kube-apiserver", &image, "edited");
+    node.kubeadm_write(&file, &edited);
+    wait_until(WAIT, || (writes(&node) == 2).then_some(())).expect("not retried after an edit");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(&node), 2, "{}", w.log());
+    assert_eq!(read(&file), edited);
+}
+
+#[test]
+fn sighup_reloads_or_keeps_the_old_config_and_sigterm_exits_quickly() {
+    let node = Node::new("");
+    let digest = node.push("etcd", "3.5.16-0");
+    // WatchdogSec=1s: the loop itself pings at half that, idle or not.
+    let mut w = watch_env(&node, &[], &[("WATCHDOG_USEC", "1000000")]);
+    w.wait_note("READY=1", 1);
+    w.wait_note("WATCHDOG=1", 2);
+
+    let config = node.path("config.yaml");
+    let good = read(&config);
+    std::fs::write(&config, format!("{good}keepBackups: 5\n")).unwrap();
+    w.signal("HUP");
+    w.wait_note("READY=1", 2);
+    let reloading = w
+        .notes()
+        .into_iter()
+        .find(|n| n.lines().any(|l| l == "RELOADING=1"))
+        .unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    assert!(w.log().contains("configuration reloaded"), "{}", w.log());
+
+    std::fs::write(&config, format!("{good}keepBackupz: 5\n")).unwrap();
+    w.signal("HUP");
+    w.wait_note("READY=1", 3);
+    assert_eq!(w.count("RELOADING=1"), 2);
+    assert!(
+        w.last_status().contains("config reload failed"),
+        "{:?}",
+        w.notes()
+    );
+    assert!(w.log().contains("keepBackupz"), "{}", w.log());
+    assert!(w.alive());
+
+    // The old config still works.
+    let image = format!("{}/etcd:3.5.16-0", node.reg.host);
+    let file = node.manifests().join("etcd.yaml");
+    std::fs::write(&file, pod("etcd", &image, "x")).unwrap();
+    wait_file(&file, &pod("etcd", &format!("{image}@{digest}"), "x"), &w);
+    assert_eq!(writes(&node), 1);
+
+    let (code, took) = w.terminate();
+    assert_eq!(code, Some(0), "{}", w.log());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(w.count("STOPPING=1") >= 1, "{:?}", w.notes());
+}
+
+/// `systemd-analyze verify` needs ExecStart to exist, so the check runs on a
+/// copy pointing at the built binary; the security score on the unit itself.
+#[test]
+fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
+    if !have_tool("systemd-analyze") {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+            "systemd-analyze is required when CI is set"
+        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED unit checks: no systemd-analyze");
+        return;
+    }
+    let unit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/staticpin.service");
+    let text = read(&unit);
+    assert!(text.contains("ExecStart=/usr/bin/staticpin watch\n"));
+    assert!(!text.contains("Before=kubelet"), "must never delay kubelet");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("staticpin.service");
+    std::fs::write(
+        &copy,
+        text.replace("ExecStart=/usr/bin/staticpin", &format!("ExecStart={BIN}")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "verify: {stderr}"
+    );
+
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for staticpin.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    assert!(score <= 2.5, "exposure {score}:\n{text}");
+}
+
+/// The one-shot `pin` shares the daemon's cache: a registry that cannot be
+/// reached still gets a tag seen before pinned, and the report says so;
+/// `--offline` asks nobody and pins only what the cache knows.
+#[test]
+fn one_shot_pin_uses_the_same_digest_cache() {
+    let mut node = Node::new("");
+    let digest = node.push("etcd", "3.5.16-0");
+    node.push("etcd", "3.6.0-0");
+    let host = node.reg.host.clone();
+    let image = format!("{host}/etcd:3.5.16-0");
+    let a = node.manifests().join("a.yaml");
+    std::fs::write(&a, pod("etcd", &image, "a")).unwrap();
+    let out = node.run("pin", &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!out.stdout.contains("from cache"), "{out}");
+    let cache = node.path("state/digests.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    node.reg.stop();
+    let b = node.manifests().join("b.yaml");
+    std::fs::write(&b, pod("etcd", &image, "b")).unwrap();
+    let c = node.manifests().join("c.yaml");
+    let unseen = pod("etcd", &format!("{host}/etcd:3.6.0-0"), "c");
+    std::fs::write(&c, &unseen).unwrap();
+    let out = node.run("pin", &["--retries", "0"]);
+    assert_eq!(out.code, Some(2), "c was never resolved: {out}");
+    assert_eq!(
+        read(&b),
+        pod("etcd", &format!("{image}@{digest}"), "b"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("{image}: from cache, resolved at 20")),
+        "{out}"
+    );
+    assert_eq!(read(&c), unseen);
+
+    std::fs::write(&b, pod("etcd", &image, "b2")).unwrap();
+    let out = node.run("pin", &["--offline"]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stdout.contains("(offline)"), "{out}");
+    assert!(
+        out.stderr
+            .contains("offline, and the digest cache has no entry"),
+        "{out}"
+    );
+    assert_eq!(read(&b), pod("etcd", &format!("{image}@{digest}"), "b2"));
+    assert_eq!(read(&c), unseen);
+}
