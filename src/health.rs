@@ -222,44 +222,20 @@ fn one_line(text: &str, max: usize) -> String {
 }
 
 /// A transport error as "TLS error: …" or "connection failed: …" with its
-/// whole cause chain, because the top-level reqwest message ("error sending
-/// request") alone does not say what to fix.
+/// whole cause chain (see [`crate::trust::classify`]).
 fn describe(e: &reqwest::Error) -> String {
-    let mut chain: Vec<String> = Vec::new();
-    let mut tls = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        tls |= err.downcast_ref::<rustls::Error>().is_some();
-        // io::Error hides its payload from source(), and hyper-rustls wraps
-        // tokio-rustls' io::Error(rustls::Error) in another io::Error: look
-        // inside, all the way down.
-        let mut io = err.downcast_ref::<std::io::Error>();
-        while let Some(inner) = io.and_then(|e| e.get_ref()) {
-            tls |= inner.downcast_ref::<rustls::Error>().is_some();
-            io = inner.downcast_ref::<std::io::Error>();
-            if io.is_none() {
-                chain.push(inner.to_string());
-            }
-        }
-        let msg = err.to_string();
-        if !chain.contains(&msg) {
-            chain.push(msg);
-        }
-        source = err.source();
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if tls {
-        "TLS error"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
+    use crate::trust::Transport;
+    let (kind, chain) = crate::trust::classify(e);
+    let kind = match kind {
+        Transport::Timeout => "timed out",
+        Transport::Tls => "TLS error",
+        Transport::Connect => "connection failed",
+        Transport::Redirect | Transport::Other => "request failed",
     };
-    format!("{kind}: {}", chain.join(": "))
+    format!("{kind}: {chain}")
 }
 
-/// The rustls config: the registry client's trust (system roots plus a CA
+/// The rustls config from [`crate::trust::client`] (system roots plus a CA
 /// file, optional client certificate), with `ca` or else `default_ca` if it
 /// exists as the extra CA.
 fn tls_config(
@@ -274,12 +250,13 @@ fn tls_config(
         None if default_ca.exists() => Some(default_ca),
         None => None,
     };
-    let certs = crate::registry::tls::HostCerts {
-        cas: extra.into_iter().map(Path::to_path_buf).collect(),
-        client: client.clone(),
-    };
-    let mut config = crate::registry::tls::client_config(&certs, false)
-        .map_err(|f| HealthError::Config(f.detail))?;
+    let cas: Vec<PathBuf> = extra.into_iter().map(Path::to_path_buf).collect();
+    let mut config =
+        crate::trust::client::client_config(&cas, client.as_ref(), false).map_err(|e| match e {
+            crate::trust::TrustError::File(d) | crate::trust::TrustError::Tls(d) => {
+                HealthError::Config(d)
+            }
+        })?;
     // HTTP/1.1 only, as kubelet's probes: one request per connection needs
     // nothing from h2, and it is the protocol the tests exercise.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -7,6 +7,8 @@
 //! - [`credentials`]: kubelet's docker-config search and host matching.
 //! - [`manifest`]: kubelet's file rules, image scalars and byte-exact splicing.
 //! - [`registry`]: digest resolution over the OCI distribution API.
+//! - [`trust`]: TLS and PKI: PEM, X.509, key matching, rustls client configs,
+//!   and the transport-error classifier shared by the registry and health clients.
 //! - [`apiserver`]: ImagePolicyWebhook flags, mount and volume in kube-apiserver.yaml.
 //! - [`fsutil`]: atomic, fsync'd, owner- and mode-preserving file replacement.
 //! - [`backup`]: runs recorded outside the manifest directory, and undoing one.
@@ -38,4 +40,5 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod serve;
+pub mod trust;
 pub mod watch;

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use staticpin::admission::preflight::{
     has_failures, preflight, Admission, Finding, Level, CHECK_ADMISSION_CONFIG, CHECK_CA,
-    CHECK_FAIL_OPEN, CHECK_MOUNTS,
+    CHECK_FAIL_OPEN, CHECK_KUBECONFIG, CHECK_MOUNTS, CHECK_SETTINGS,
 };
 use support::cli::Sandbox;
 use support::Pki;
@@ -499,6 +499,21 @@ fn accepted_shapes_pass() {
         node.fixture(Some(case));
         let (adm, findings) = node.preflight(&node.admission_dir().join(config));
         assert!(!has_failures(&findings), "{case}: {findings:#?}");
+        // An empty list has no failures either: every check must have run
+        // and passed.
+        for check in [
+            CHECK_ADMISSION_CONFIG,
+            CHECK_SETTINGS,
+            CHECK_FAIL_OPEN,
+            CHECK_KUBECONFIG,
+        ] {
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.check == check && f.level == Level::Pass),
+                "{case}: no pass for {check}: {findings:#?}"
+            );
+        }
         if case == "plugin-path" {
             assert!(adm
                 .referenced

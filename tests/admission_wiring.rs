@@ -26,10 +26,7 @@ impl Node {
     /// `staticpin admission init` into `<tmp>/admission`.
     fn new() -> Node {
         let sb = Sandbox::new();
-        for d in ["manifests", "pki"] {
-            std::fs::create_dir_all(sb.path(d)).unwrap();
-        }
-        std::fs::write(sb.path("config.yaml"), "{}\n").unwrap();
+        std::fs::create_dir_all(sb.path("pki")).unwrap();
         let webhook = Pki::new(&sb.path(""), "webhook");
         let node = Node { sb, webhook };
         node.init("admission");
@@ -80,17 +77,7 @@ impl Node {
 
     fn staticpin(&self, sub: &str, args: &[&str]) -> Output {
         let mut cmd = self.sb.command();
-        cmd.arg(sub).arg("--config").arg(self.path("config.yaml"));
-        if sub == "pin" {
-            cmd.arg("--backup-dir")
-                .arg(self.path("backups"))
-                .arg("--lock-file")
-                .arg(self.path("lock"))
-                .arg("--kubelet-root-dir")
-                .arg(self.path("kubelet"))
-                .arg("--certs-dir")
-                .arg(self.sb.certs());
-        }
+        cmd.arg(sub).arg("--config").arg(self.sb.config_file());
         self.run(cmd.args(args))
     }
 
@@ -127,16 +114,6 @@ fn fixtures() -> PathBuf {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The Python tools' virtual environment: `STATICPIN_VENV`, else
-/// `target/venv` (where `.ci/deps` creates it).
-fn venv_bin(tool: &str) -> PathBuf {
-    std::env::var_os("STATICPIN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv"))
-        .join("bin")
-        .join(tool)
 }
 
 /// The result must still be a valid Pod to the Kubernetes schemas.
@@ -225,7 +202,7 @@ fn a_config_file_flag_pointing_elsewhere_needs_force() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains("/etc/kubernetes/other/admission.yaml") && err.contains("--force"),
+        err.contains("/etc/kubernetes/other/admission.yaml") && err.contains("only when forced"),
         "{err}"
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);
@@ -529,14 +506,10 @@ fn admission_init_then_doctor_passes_end_to_end() {
 fn admission_can_be_enabled_from_the_config_file() {
     let node = Node::new();
     let file = node.install("kubeadm-default.yaml");
-    std::fs::write(
-        node.path("config.yaml"),
-        format!(
-            "admission:\n  enabled: true\n  configFile: {}\n",
-            node.admission_config("admission").display()
-        ),
-    )
-    .unwrap();
+    node.sb.write_config(&format!(
+        "admission:\n  enabled: true\n  configFile: {}\n",
+        node.admission_config("admission").display()
+    ));
     let out = node.staticpin("pin", &[file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(

@@ -17,15 +17,15 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use support::cli::{Out, Sandbox};
+use support::http::Server;
 use support::*;
 
 // ---------------------------------------------------------------------------
@@ -36,50 +36,26 @@ struct Front {
     /// "127.0.0.1:PORT" — the registry host the CLI is pointed at.
     host: String,
     hellos: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 impl Front {
     fn start(upstream: &str) -> Front {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("front bind");
-        let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
         let hellos = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (hellos, stop, upstream) = (hellos.clone(), stop.clone(), upstream.to_string());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = conn else { continue };
-                    let (hellos, upstream) = (hellos.clone(), upstream.clone());
-                    std::thread::spawn(move || relay(stream, &upstream, &hellos));
-                }
-            })
+        let server = {
+            let (hellos, upstream) = (hellos.clone(), upstream.to_string());
+            Server::start("front", move |stream, _| relay(stream, &upstream, &hellos))
         };
         Front {
-            host,
+            host: server.host.clone(),
             hellos,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
     /// TLS handshakes attempted against this host so far.
     fn tls_hellos(&self) -> usize {
         self.hellos.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -896,6 +872,39 @@ fn failed_v2_probe_is_not_cached_for_the_run() {
         "the second image probes again\n{}",
         f.log()
     );
+}
+
+/// `--concurrency N` puts up to N requests in flight at once, and 1 means
+/// one at a time: the server sees the overlap, not just the bound.
+#[test]
+fn concurrency_bounds_and_uses_parallel_requests() {
+    let body = manifest_body();
+    let digest = sha256_digest(&body);
+    // Every answer (the /v2/ probe too) is a slow manifest, so requests
+    // that can overlap do.
+    let slow = FaultStep::Delay(
+        Duration::from_millis(400),
+        Box::new(FaultStep::manifest(&body, MT_OCI_MANIFEST, Some(&digest))),
+    );
+    for (concurrency, want) in [("4", 2..=4), ("1", 1..=1)] {
+        let f = Faulty::start(vec![slow.clone()]);
+        let images: Vec<String> = (0..4).map(|i| f.image(&format!("app/x{i}:v1"))).collect();
+        let mut args = vec![
+            "--insecure-registry",
+            f.host(),
+            "--concurrency",
+            concurrency,
+        ];
+        args.extend(images.iter().map(String::as_str));
+        let out = Sandbox::new().resolve(&args);
+        assert_eq!(out.code, 0, "{out}\n{}", f.log());
+        let max = f.server.max_in_flight();
+        assert!(
+            want.contains(&max),
+            "--concurrency {concurrency}: {max} requests at once\n{}",
+            f.log()
+        );
+    }
 }
 
 #[test]

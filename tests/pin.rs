@@ -5,14 +5,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use support::cli;
 use support::*;
 
-/// An isolated place to run staticpin: no config, credentials or CAs from
-/// the machine can leak in.
+/// The shared hermetic sandbox (see `support::cli`) plus a plain-HTTP
+/// registry holding the test images, marked insecure in the sandbox config.
 struct Sandbox {
-    tmp: tempfile::TempDir,
+    sb: cli::Sandbox,
     reg: Registry,
     digests: BTreeMap<String, String>,
 }
@@ -21,16 +22,12 @@ impl Sandbox {
     /// A plain-HTTP registry holding `images` (`repo:tag`, multi-arch when the
     /// repo starts with `kube-`).
     fn new(images: &[&str]) -> Sandbox {
-        let tmp = tempfile::tempdir().unwrap();
-        for d in ["home", "kubelet", "certs", "cwd", "manifests", "layouts"] {
-            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
-        }
-        std::fs::write(tmp.path().join("config.yaml"), "{}\n").unwrap();
-        let reg = Registry::plain(&tmp.path().join("storage"));
+        let sb = cli::Sandbox::new();
+        let reg = Registry::plain(&sb.path("storage"));
         let mut digests = BTreeMap::new();
         for (i, image) in images.iter().enumerate() {
             let (repo, tag) = image.split_once(':').unwrap();
-            let dir = tmp.path().join("layouts").join(i.to_string());
+            let dir = sb.path("layouts").join(i.to_string());
             let layout = if repo.starts_with("kube-") || repo == "app" {
                 Layout::index(&dir, tag, &["amd64", "arm64"], image)
             } else {
@@ -39,11 +36,15 @@ impl Sandbox {
             layout.push(&reg, repo, tag, None);
             digests.insert(image.to_string(), oracle_digest(&reg, repo, tag, None));
         }
-        Sandbox { tmp, reg, digests }
+        sb.write_config(&format!(
+            "insecureRegistries: [\"{}\"]\ntimeout: 10\n",
+            reg.host
+        ));
+        Sandbox { sb, reg, digests }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
+        self.sb.path(p)
     }
 
     fn manifests(&self) -> PathBuf {
@@ -51,24 +52,8 @@ impl Sandbox {
     }
 
     fn staticpin(&self, sub: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
-        cmd.arg(sub)
-            .current_dir(self.path("cwd"))
-            .env("HOME", self.path("home"))
-            .env_remove("STATICPIN_LOG")
-            .arg("--config")
-            .arg(self.path("config.yaml"))
-            .arg("--backup-dir")
-            .arg(self.path("backups"))
-            .arg("--lock-file")
-            .arg(self.path("lock"));
-        if sub == "pin" {
-            cmd.arg("--kubelet-root-dir")
-                .arg(self.path("kubelet"))
-                .arg("--certs-dir")
-                .arg(self.path("certs"))
-                .args(["--insecure-registry", &self.reg.host, "--timeout", "10"]);
-        }
+        let mut cmd = self.sb.command();
+        cmd.arg(sub).arg("--config").arg(self.sb.config_file());
         run_output(cmd.args(args))
     }
 
@@ -275,7 +260,13 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
     );
     assert!(text.contains("1 file: 1 would be pinned"), "{text}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
-    assert!(!sb.path("backups").exists(), "dry-run makes no backups");
+    assert!(
+        std::fs::read_dir(sb.path("backups"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "dry-run makes no backups"
+    );
 }
 
 #[test]
@@ -426,11 +417,7 @@ fn invalid_image_reference_fails_that_file_with_line() {
 fn check_config_accepts_the_shipped_example_and_names_bad_keys() {
     let sb = Sandbox::new(&[]);
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yaml");
-    let ok = run_output(
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .arg("check-config")
-            .arg(&example),
-    );
+    let ok = run_output(sb.sb.command().arg("check-config").arg(&example));
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     let bad = sb.path("bad.yaml");
     std::fs::write(
@@ -438,11 +425,7 @@ fn check_config_accepts_the_shipped_example_and_names_bad_keys() {
         "manifestDir: /etc/kubernetes/manifests\nmanifestDirr: /x\n",
     )
     .unwrap();
-    let out = run_output(
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .arg("check-config")
-            .arg(&bad),
-    );
+    let out = run_output(sb.sb.command().arg("check-config").arg(&bad));
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{oracle_digest, run, run_output, wait_until, Layout, Registry};
+use support::{cli, oracle_digest, run, run_output, wait_until, Layout, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_staticpin");
 
@@ -33,10 +33,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_staticpin");
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A private world for staticpin runs: config, HOME, cwd, kubelet root,
-/// certs dir and backup root, all under one temp dir.
+/// The shared hermetic sandbox (see `support::cli`: explicit config naming
+/// its kubelet root, certs dir, backup root and lock file; cleared
+/// environment), with its paths at hand for the assertions here.
 struct Sandbox {
-    tmp: tempfile::TempDir,
+    inner: cli::Sandbox,
     home: PathBuf,
     cwd: PathBuf,
     kubelet: PathBuf,
@@ -47,37 +48,20 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let tmp = tempfile::Builder::new()
-            .prefix("pin-safety-")
-            .tempdir()
-            .expect("tempdir");
-        let mk = |name: &str| {
-            let p = tmp.path().join(name);
-            fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-            p
-        };
-        let (home, cwd, kubelet, certs, backups) = (
-            mk("home"),
-            mk("cwd"),
-            mk("kubelet"),
-            mk("certs"),
-            mk("backups"),
-        );
-        let config = tmp.path().join("config.yaml");
-        fs::write(&config, b"").expect("write empty config");
+        let inner = cli::Sandbox::new();
         Sandbox {
-            tmp,
-            home,
-            cwd,
-            kubelet,
-            certs,
-            config,
-            backups,
+            home: inner.path("home"),
+            cwd: inner.path("cwd"),
+            kubelet: inner.path("kubelet"),
+            certs: inner.certs(),
+            config: inner.config_file(),
+            backups: inner.path("backups"),
+            inner,
         }
     }
 
-    fn path(&self) -> &Path {
-        self.tmp.path()
+    fn path(&self) -> PathBuf {
+        self.inner.path("")
     }
 
     /// Creates (if needed) and returns a directory under the sandbox.
@@ -87,18 +71,10 @@ impl Sandbox {
         p
     }
 
-    /// `pin` and the flags that seal the run off from the machine.
+    /// `pin`, the sandbox config, and the registry's flags.
     fn pin_args(&self, reg: &Registry) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec!["pin".into(), "--config".into()];
         a.push(self.config.clone().into());
-        a.push("--backup-dir".into());
-        a.push(self.backups.clone().into());
-        a.push("--lock-file".into());
-        a.push(self.path().join("lock").into());
-        a.push("--kubelet-root-dir".into());
-        a.push(self.kubelet.clone().into());
-        a.push("--certs-dir".into());
-        a.push(self.certs.clone().into());
         a.push("--insecure-registry".into());
         a.push(reg.host.clone().into());
         for s in ["--timeout", "10", "--retries", "1"] {
@@ -815,7 +791,7 @@ fn permission_denied_on_temp_file_leaves_original_intact() {
     // nobody may traverse the sandbox and read everything in it, and write
     // only the backup dir; the manifest dir and manifest are root's.
     let mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
-    mode(sb.path(), 0o755);
+    mode(&sb.path(), 0o755);
     for d in [&sb.home, &sb.cwd, &sb.kubelet, &sb.certs] {
         mode(d, 0o755);
     }

@@ -7,9 +7,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use support::cli;
 use support::*;
 
 fn real_manifests(test: &str) -> Option<PathBuf> {
@@ -23,26 +24,10 @@ fn split_image(line: &str) -> Option<(String, String)> {
     Some((host.to_string(), rest.to_string()))
 }
 
-/// `staticpin pin` that sees nothing of the machine: an empty config, HOME,
-/// kubelet root and certs dir under `tmp`, and backups in `tmp/backups`.
-fn isolated_pin(tmp: &Path) -> Command {
-    let empty = tmp.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    std::fs::write(tmp.join("config.yaml"), "{}\n").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_staticpin"));
-    cmd.env("HOME", &empty)
-        .current_dir(&empty)
-        .arg("pin")
-        .arg("--config")
-        .arg(tmp.join("config.yaml"))
-        .arg("--backup-dir")
-        .arg(tmp.join("backups"))
-        .arg("--lock-file")
-        .arg(tmp.join("lock"))
-        .arg("--kubelet-root-dir")
-        .arg(&empty)
-        .arg("--certs-dir")
-        .arg(&empty);
+/// `staticpin pin` in the shared hermetic sandbox (see `support::cli`).
+fn isolated_pin(sb: &cli::Sandbox) -> Command {
+    let mut cmd = sb.command();
+    cmd.arg("pin").arg("--config").arg(sb.config_file());
     cmd
 }
 
@@ -51,10 +36,9 @@ fn real_manifests_change_only_image_lines() {
     let Some(src) = real_manifests("real_manifests_change_only_image_lines") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let reg = Registry::plain(&tmp.path().join("storage"));
-    let manifests = tmp.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
+    let sb = cli::Sandbox::new();
+    let reg = Registry::plain(&sb.path("storage"));
+    let manifests = sb.path("manifests");
     let mut wanted = BTreeSet::new();
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -77,13 +61,8 @@ fn real_manifests_change_only_image_lines() {
     assert!(names.len() >= 10, "expected the shared real manifests");
     for (i, image) in wanted.iter().enumerate() {
         let (repo, tag) = image.split_once(':').unwrap();
-        Layout::index(
-            &tmp.path().join(format!("l{i}")),
-            tag,
-            &["amd64", "arm64"],
-            image,
-        )
-        .push(&reg, repo, tag, None);
+        Layout::index(&sb.path(&format!("l{i}")), tag, &["amd64", "arm64"], image)
+            .push(&reg, repo, tag, None);
     }
     let before: Vec<String> = names
         .iter()
@@ -91,7 +70,7 @@ fn real_manifests_change_only_image_lines() {
         .collect();
 
     let out = run_output(
-        isolated_pin(tmp.path())
+        isolated_pin(&sb)
             .args(["--insecure-registry", &reg.host])
             .arg(&manifests),
     );
@@ -142,16 +121,13 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
     let Some(src) = real_manifests("real_apiservers_get_only_flags_mount_and_volume") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = Pki::new(tmp.path(), "webhook");
+    let sb = cli::Sandbox::new();
+    let pki = Pki::new(&sb.path("pki"), "webhook");
     let (cert, key) = pki.client_cert("kube-apiserver");
-    let admission = tmp.path().join("admission");
-    let manifests = tmp.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
+    let admission = sb.path("admission");
+    let manifests = sb.path("manifests");
     let init = run_output(
-        Command::new(env!("CARGO_BIN_EXE_staticpin"))
-            .env("HOME", tmp.path())
-            .current_dir(tmp.path())
+        sb.command()
             .args([
                 "admission",
                 "init",
@@ -211,7 +187,7 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
         std::fs::write(&file, &text).unwrap();
         let pin = |extra: &[&str]| {
             run_output(
-                isolated_pin(tmp.path())
+                isolated_pin(&sb)
                     .arg("--admission-config")
                     .arg(&config)
                     .args(extra)
@@ -221,7 +197,7 @@ fn real_apiservers_get_only_flags_mount_and_volume() {
         let mut out = pin(&[]);
         if text.contains("--admission-control-config-file=") {
             assert_eq!(out.status.code(), Some(2), "{path:?}");
-            assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("only when forced"));
             assert_eq!(
                 std::fs::read_to_string(&file).unwrap(),
                 text,

@@ -232,7 +232,8 @@ fn plain_http_registry_not_marked_insecure_is_refused() {
         "{line}"
     );
     assert!(
-        line.contains(&format!("--insecure-registry {}", f.reg.host)),
+        line.contains(&format!("if {} is a plain-HTTP", f.reg.host))
+            && line.contains("list it in insecureRegistries"),
         "{line}"
     );
     assert_eq!(
@@ -684,59 +685,39 @@ fn manifest_statuses(reg: &Registry) -> Vec<u16> {
         .collect()
 }
 
+/// kubelet tries each matching docker-config entry, most specific path
+/// first: a right `/team` entry means the wrong host-wide one is never
+/// sent; a wrong one is answered 401 and the host-wide one follows.
 #[test]
-fn most_specific_path_key_wins() {
+fn credential_entries_are_tried_most_specific_first() {
     let f = basic_fixture();
-    let sb = Sandbox::new();
-    sb.trust(&f.reg.host, &f.pki);
     let team = format!("{}/team", f.reg.host);
-    let cfg = config_of(
-        &sb,
-        "c.json",
-        &with_decoys(
-            &f.reg.host,
-            &[(&team, USER, PASS), (&f.reg.host, USER, WRONG)],
-        ),
-    );
-    let before = manifest_statuses(&f.reg).len();
-    let out = sb.resolve(&["--docker-config", &cfg, &f.image]);
-    assert_eq!(out.code, 0, "{out}");
-    assert_pinned(&out, &[(&f.image, &f.digest)]);
-    f.reg
-        .wait_manifest_requests(before + 1, Duration::from_secs(2));
-    assert_eq!(
-        manifest_statuses(&f.reg)[before..],
-        [200],
-        "the /team entry is tried first, so the wrong host-wide one is never sent"
-    );
-}
-
-#[test]
-fn wrong_specific_key_falls_back_to_less_specific_one() {
-    let f = basic_fixture();
-    let sb = Sandbox::new();
-    sb.trust(&f.reg.host, &f.pki);
-    let team = format!("{}/team", f.reg.host);
-    let cfg = config_of(
-        &sb,
-        "c.json",
-        &with_decoys(
-            &f.reg.host,
-            &[(&team, USER, WRONG), (&f.reg.host, USER, PASS)],
-        ),
-    );
-    let before = manifest_statuses(&f.reg).len();
-    let out = sb.resolve(&["--docker-config", &cfg, &f.image]);
-    assert_eq!(out.code, 0, "{out}");
-    assert_pinned(&out, &[(&f.image, &f.digest)]);
-    out.assert_no_leak(&[WRONG, PASS]);
-    f.reg
-        .wait_manifest_requests(before + 2, Duration::from_secs(2));
-    assert_eq!(
-        manifest_statuses(&f.reg)[before..],
-        [401, 200],
-        "kubelet tries each matching entry in turn"
-    );
+    for (team_pass, host_pass, statuses) in
+        [(PASS, WRONG, &[200][..]), (WRONG, PASS, &[401, 200][..])]
+    {
+        let sb = Sandbox::new();
+        sb.trust(&f.reg.host, &f.pki);
+        let cfg = config_of(
+            &sb,
+            "c.json",
+            &with_decoys(
+                &f.reg.host,
+                &[(&team, USER, team_pass), (&f.reg.host, USER, host_pass)],
+            ),
+        );
+        let before = manifest_statuses(&f.reg).len();
+        let out = sb.resolve(&["--docker-config", &cfg, &f.image]);
+        assert_eq!(out.code, 0, "{out}");
+        assert_pinned(&out, &[(&f.image, &f.digest)]);
+        out.assert_no_leak(&[WRONG, PASS]);
+        f.reg
+            .wait_manifest_requests(before + statuses.len(), Duration::from_secs(2));
+        assert_eq!(
+            manifest_statuses(&f.reg)[before..],
+            *statuses,
+            "team entry {team_pass:?}, host entry {host_pass:?}"
+        );
+    }
 }
 
 #[test]

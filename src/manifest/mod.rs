@@ -4,12 +4,20 @@
 //! - [`scan`] applies kubelet's file-source rules to a path.
 //! - [`parse`] finds the image scalars of a Pod document with their exact
 //!   byte ranges, reading the file as kubelet does, or says why it will not.
+//! - [`edit`] is the one byte-preserving edit engine: scalar replacement,
+//!   list items and keys that copy their neighbours' layout, and the proof
+//!   against an independent parser that only the intended values changed.
+//! - `yaml11` holds the checks where kubelet's YAML 1.1 reader and ours
+//!   could disagree; `locate` turns parser positions into exact bytes.
 //! - [`splice`] rewrites those ranges and proves, with an independent YAML
 //!   parser, that nothing else in the document changed.
 
+pub mod edit;
+mod locate;
 pub mod parse;
 pub mod scan;
 pub mod splice;
+mod yaml11;
 
 /// kubelet's `maxConfigLength`: it rejects a manifest of this many bytes
 /// or more (`ReadAtMost` fails once it has handed out the limit).

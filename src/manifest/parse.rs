@@ -19,6 +19,9 @@ use std::ops::Range;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
+pub(crate) use super::locate::{byte_offsets, locate_scalar};
+pub(crate) use super::yaml11::yaml11_non_string;
+use super::yaml11::{check_characters, check_directives, check_flow_plain, check_key, check_tag};
 use super::{check_size, Skip};
 
 /// The container lists kubelet pulls images for.
@@ -175,15 +178,7 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
     check_size(text.len()).map_err(Skip::error)?;
     let parsed = parse(text)?;
     let docs = &parsed.docs;
-    let root = match docs.first() {
-        None => return Err(Skip::error("empty file: no Pod document")),
-        Some(r) if r.is_empty_scalar() => {
-            return Err(Skip::error(
-                "the first document is empty; kubelet reads only the first document of a file",
-            ))
-        }
-        Some(r) => r,
-    };
+    let root = first_root(docs)?;
     let mut notes = Vec::new();
     let later = docs[1..].iter().filter(|d| !d.is_empty_scalar()).count();
     if later > 0 {
@@ -212,72 +207,85 @@ pub fn inspect(text: &str) -> Result<Pod, Skip> {
             .iter()
             .flat_map(|w| [w.span.start.index(), w.span.end.index()]),
     );
-    let mut images = Vec::new();
-    for (w, ends) in wanted.into_iter().zip(offsets.chunks(2)) {
-        let (start, end) = (ends[0], ends[1]);
-        let line = w.span.start.line();
-        let path = if w.field == VOLUMES_FIELD {
-            format!("spec.volumes[{}].image.reference", w.index)
-        } else {
-            format!("spec.{}[{}].image", w.field, w.index)
-        };
-        let site_err = |why: &str| Skip::error(format!("{path} on line {line}: {why}"));
-        let at = w.span.start.index();
-        if let Some((_, anchor_line, alias_line)) = parsed
-            .aliased_anchors
-            .iter()
-            .find(|(r, _, _)| r.start <= at && at <= r.end)
-        {
-            return Err(site_err(&format!(
-                "it lies under a YAML anchor (line {anchor_line}) that is aliased on line \
-                 {alias_line}; pinning it would also change what the alias stands for, so \
-                 staticpin does not pin images inside aliased anchors"
-            )));
-        }
-        // Scalars may only carry `!!str` tags (see `check_tag`).
-        let tagged = text[start..end.max(start)]
-            .split_whitespace()
-            .any(|t| t.starts_with('!'));
-        if w.style == ScalarStyle::Plain && !tagged {
-            if let Some(kind) = yaml11_non_string(w.value) {
-                return Err(site_err(&format!(
-                    "`{}` is {kind} to kubelet's YAML 1.1 reader, not a string; quote it",
-                    w.value
-                )));
-            }
-        }
-        if w.value.is_empty() {
-            return Err(site_err("the image value is empty, which kubelet rejects"));
-        }
-        let (quoting, inner) =
-            locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
-        if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
-            // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
-            // do not agree on every escape.
-            return Err(site_err(
-                "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
-            ));
-        }
-        images.push(ImageSite {
-            field: w.field,
-            index: w.index,
-            container: w
-                .owner
-                .and_then(|c| c.get("name"))
-                .and_then(Node::as_str)
-                .map(str::to_string),
-            value: w.value.to_string(),
-            quoting,
-            inner,
-            line,
-            flow: parsed.flow_plain.contains(&at),
-        });
-    }
+    let images = wanted
+        .into_iter()
+        .zip(offsets.chunks(2))
+        .map(|(w, ends)| locate_site(text, &parsed, w, ends[0]..ends[1]))
+        .collect::<Result<Vec<_>, _>>()?;
     json_cross_check(text, &images)?;
     Ok(Pod {
         name,
         images,
         notes,
+    })
+}
+
+/// One image scalar, located to its exact bytes (`bytes`: the parser's span
+/// in bytes) and checked: not under an aliased anchor, a string to YAML 1.1,
+/// not empty, without escapes.
+fn locate_site(
+    text: &str,
+    parsed: &Parsed,
+    w: Wanted<'_>,
+    bytes: Range<usize>,
+) -> Result<ImageSite, Skip> {
+    let (start, end) = (bytes.start, bytes.end);
+    let line = w.span.start.line();
+    let path = if w.field == VOLUMES_FIELD {
+        format!("spec.volumes[{}].image.reference", w.index)
+    } else {
+        format!("spec.{}[{}].image", w.field, w.index)
+    };
+    let site_err = |why: &str| Skip::error(format!("{path} on line {line}: {why}"));
+    let at = w.span.start.index();
+    if let Some((_, anchor_line, alias_line)) = parsed
+        .aliased_anchors
+        .iter()
+        .find(|(r, _, _)| r.start <= at && at <= r.end)
+    {
+        return Err(site_err(&format!(
+            "it lies under a YAML anchor (line {anchor_line}) that is aliased on line \
+             {alias_line}; pinning it would also change what the alias stands for, so \
+             staticpin does not pin images inside aliased anchors"
+        )));
+    }
+    // Scalars may only carry `!!str` tags (see `check_tag`).
+    let tagged = text[start..end.max(start)]
+        .split_whitespace()
+        .any(|t| t.starts_with('!'));
+    if w.style == ScalarStyle::Plain && !tagged {
+        if let Some(kind) = yaml11_non_string(w.value) {
+            return Err(site_err(&format!(
+                "`{}` is {kind} to kubelet's YAML 1.1 reader, not a string; quote it",
+                w.value
+            )));
+        }
+    }
+    if w.value.is_empty() {
+        return Err(site_err("the image value is empty, which kubelet rejects"));
+    }
+    let (quoting, inner) =
+        locate_scalar(text, start, end, w.value, w.style).map_err(|e| site_err(&e))?;
+    if quoting == Quoting::Double && text[inner.clone()].contains('\\') {
+        // No image reference needs one, and YAML 1.1, YAML 1.2 and JSON
+        // do not agree on every escape.
+        return Err(site_err(
+            "the image value contains a backslash escape; staticpin does not rewrite escaped image values",
+        ));
+    }
+    Ok(ImageSite {
+        field: w.field,
+        index: w.index,
+        container: w
+            .owner
+            .and_then(|c| c.get("name"))
+            .and_then(Node::as_str)
+            .map(str::to_string),
+        value: w.value.to_string(),
+        quoting,
+        inner,
+        line,
+        flow: parsed.flow_plain.contains(&at),
     })
 }
 
@@ -360,6 +368,25 @@ fn image_nodes(root: &Node) -> Result<Vec<Wanted<'_>>, Skip> {
         }
     }
     Ok(out)
+}
+
+/// The document kubelet reads: the first, which must not be empty.
+fn first_root(docs: &[Node]) -> Result<&Node, Skip> {
+    match docs.first() {
+        None => Err(Skip::error("empty file: no Pod document")),
+        Some(r) if r.is_empty_scalar() => Err(Skip::error(
+            "the first document is empty; kubelet reads only the first document of a file",
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+/// The tree of the document kubelet reads, accepting exactly the files
+/// [`inspect`] accepts as YAML: later documents are ignored.
+pub(crate) fn first_document(text: &str) -> Result<Node, Skip> {
+    let mut docs = parse_documents(text)?;
+    first_root(&docs)?;
+    Ok(docs.swap_remove(0))
 }
 
 /// Parses every document of `text` into a tree, refusing what kubelet's
@@ -459,6 +486,28 @@ enum Open {
 }
 
 impl Builder<'_> {
+    /// A collection closes: leave its flow context, record its anchor's
+    /// range, and count its alias expansions into the enclosing one.
+    fn close(
+        &mut self,
+        frame_jumps: &mut Vec<u64>,
+        flow: bool,
+        anchor: usize,
+        start: Span,
+        end: Span,
+        line: usize,
+    ) {
+        self.flow -= usize::from(flow);
+        self.anchor(anchor, start, end, line);
+        let inner = frame_jumps.pop().unwrap_or(0);
+        if let Some(outer) = frame_jumps.last_mut() {
+            *outer = outer.saturating_add(inner);
+        }
+        if anchor != 0 {
+            self.anchor_jumps.insert(anchor, inner);
+        }
+    }
+
     /// Builds the node that starts with `first`, pulling further events.
     fn build<'a>(
         &mut self,
@@ -488,15 +537,7 @@ impl Builder<'_> {
                         start,
                         line,
                     }) if matches!(ev, Event::SequenceEnd) => {
-                        self.flow -= usize::from(flow);
-                        self.anchor(anchor, start, span, line);
-                        let inner = frame_jumps.pop().unwrap_or(0);
-                        if let Some(outer) = frame_jumps.last_mut() {
-                            *outer = outer.saturating_add(inner);
-                        }
-                        if anchor != 0 {
-                            self.anchor_jumps.insert(anchor, inner);
-                        }
+                        self.close(&mut frame_jumps, flow, anchor, start, span, line);
                         Node::Seq { items, flow }
                     }
                     Some(Open::Map {
@@ -508,15 +549,7 @@ impl Builder<'_> {
                         line,
                         ..
                     }) if matches!(ev, Event::MappingEnd) => {
-                        self.flow -= usize::from(flow);
-                        self.anchor(anchor, start, span, line);
-                        let inner = frame_jumps.pop().unwrap_or(0);
-                        if let Some(outer) = frame_jumps.last_mut() {
-                            *outer = outer.saturating_add(inner);
-                        }
-                        if anchor != 0 {
-                            self.anchor_jumps.insert(anchor, inner);
-                        }
+                        self.close(&mut frame_jumps, flow, anchor, start, span, line);
                         Node::Map(entries)
                     }
                     _ => {
@@ -526,79 +559,16 @@ impl Builder<'_> {
                     }
                 },
                 Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
-                    let kind = if matches!(ev, Event::SequenceStart(..)) {
-                        "seq"
-                    } else {
-                        "map"
-                    };
-                    check_tag(tag.as_deref(), kind, line)?;
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(Skip::error(format!(
-                            "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
-                        )));
-                    }
-                    // A flow collection's start event ends at its `[` or `{`;
-                    // a block one's is empty or covers only its anchor and tag.
-                    let flow = span.end.index() > span.start.index()
-                        && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
-                    self.flow += usize::from(flow);
+                    let seq = matches!(ev, Event::SequenceStart(..));
+                    let open = self.open(seq, anchor, tag.as_deref(), span, stack.len())?;
                     frame_jumps.push(0);
-                    stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                        Open::Seq {
-                            items: Vec::new(),
-                            flow,
-                            anchor,
-                            start: span,
-                            line,
-                        }
-                    } else {
-                        Open::Map {
-                            entries: Vec::new(),
-                            key: None,
-                            seen: HashMap::new(),
-                            flow,
-                            anchor,
-                            start: span,
-                            line,
-                        }
-                    });
+                    stack.push(open);
                     continue;
                 }
                 Event::Scalar(v, style, anchor, tag) => {
-                    check_tag(tag.as_deref(), "str", line)?;
-                    if tag.is_some() {
-                        self.str_tagged.insert(span.start.index());
-                    }
-                    if style == ScalarStyle::Plain && self.flow > 0 {
-                        check_flow_plain(&v, line)?;
-                        self.flow_plain.insert(span.start.index());
-                    }
-                    self.anchor(anchor, span, span, line);
-                    Node::Scalar {
-                        value: v.into_owned(),
-                        style,
-                        span,
-                    }
+                    self.scalar(&v, style, anchor, tag.as_deref(), span)?
                 }
-                Event::Alias(id) => {
-                    self.aliases.push((id, line));
-                    let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
-                    jumps = jumps.saturating_add(j);
-                    if let Some(f) = frame_jumps.last_mut() {
-                        *f = f.saturating_add(j);
-                    }
-                    if jumps > MAX_ALIAS_EXPANSIONS {
-                        return Err(Skip::error(format!(
-                            "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
-                        )));
-                    }
-                    if self.aliases.len() > MAX_ALIASES {
-                        return Err(Skip::error(format!(
-                            "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
-                        )));
-                    }
-                    Node::Alias
-                }
+                Event::Alias(id) => self.alias(id, line, &mut jumps, &mut frame_jumps)?,
                 _ => return Err(Skip::error("not valid YAML: unexpected event")),
             };
             // Hand the finished node to its parent, or return it.
@@ -617,6 +587,102 @@ impl Builder<'_> {
                 },
             }
         }
+    }
+
+    /// A collection starts: its tag is checked, its depth bounded, and
+    /// whether it is flow style noted.
+    fn open(
+        &mut self,
+        seq: bool,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+        depth: usize,
+    ) -> Result<Open, Skip> {
+        let line = span.start.line();
+        check_tag(tag, if seq { "seq" } else { "map" }, line)?;
+        if depth >= MAX_DEPTH {
+            return Err(Skip::error(format!(
+                "nested more than {MAX_DEPTH} levels deep (line {line}); no Pod needs that, and staticpin does not read such files"
+            )));
+        }
+        // A flow collection's start event ends at its `[` or `{`;
+        // a block one's is empty or covers only its anchor and tag.
+        let flow = span.end.index() > span.start.index()
+            && matches!(self.cursor.char_at(span.end.index() - 1), Some('[' | '{'));
+        self.flow += usize::from(flow);
+        Ok(if seq {
+            Open::Seq {
+                items: Vec::new(),
+                flow,
+                anchor,
+                start: span,
+                line,
+            }
+        } else {
+            Open::Map {
+                entries: Vec::new(),
+                key: None,
+                seen: HashMap::new(),
+                flow,
+                anchor,
+                start: span,
+                line,
+            }
+        })
+    }
+
+    fn scalar(
+        &mut self,
+        v: &str,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Result<Node, Skip> {
+        let line = span.start.line();
+        check_tag(tag, "str", line)?;
+        if tag.is_some() {
+            self.str_tagged.insert(span.start.index());
+        }
+        if style == ScalarStyle::Plain && self.flow > 0 {
+            check_flow_plain(v, line)?;
+            self.flow_plain.insert(span.start.index());
+        }
+        self.anchor(anchor, span, span, line);
+        Ok(Node::Scalar {
+            value: v.to_owned(),
+            style,
+            span,
+        })
+    }
+
+    /// An alias: counted, with the expansions it stands for, against the
+    /// document's and the enclosing collection's budgets.
+    fn alias(
+        &mut self,
+        id: usize,
+        line: usize,
+        jumps: &mut u64,
+        frame_jumps: &mut [u64],
+    ) -> Result<Node, Skip> {
+        self.aliases.push((id, line));
+        let j = 1 + self.anchor_jumps.get(&id).copied().unwrap_or(0);
+        *jumps = jumps.saturating_add(j);
+        if let Some(f) = frame_jumps.last_mut() {
+            *f = f.saturating_add(j);
+        }
+        if *jumps > MAX_ALIAS_EXPANSIONS {
+            return Err(Skip::error(format!(
+                "YAML aliases on line {line} and before expand more than {MAX_ALIAS_EXPANSIONS} times; staticpin does not read such files (kubelet's reader also rejects excessive aliasing)"
+            )));
+        }
+        if self.aliases.len() > MAX_ALIASES {
+            return Err(Skip::error(format!(
+                "more than {MAX_ALIASES} YAML aliases; staticpin does not read such files (kubelet's reader also limits aliasing)"
+            )));
+        }
+        Ok(Node::Alias)
     }
 
     fn anchor(&mut self, id: usize, start: Span, end: Span, line: usize) {
@@ -657,269 +723,6 @@ impl<'t> CharCursor<'t> {
     }
 }
 
-/// Duplicate keys (go-yaml keeps the last, silently), merge keys (go-yaml
-/// applies them, in an order no other reader shares) and keys that are not
-/// scalars (kubelet's JSON conversion rejects them) are all refused.
-fn check_key(k: &Node, tagged: bool, seen: &mut HashMap<String, usize>) -> Result<(), Skip> {
-    match k {
-        Node::Scalar { value, span, style } => {
-            let line = span.start.line();
-            if value == "<<" {
-                return Err(Skip::error(format!(
-                    "merge key `<<` on line {line}: kubelet's YAML reader merges it in, staticpin does not apply merge keys, so it will not read this file"
-                )));
-            }
-            let key =
-                json_key(value, *style == ScalarStyle::Plain && !tagged).ok_or_else(|| {
-                    Skip::error(format!(
-                        "null mapping key on line {line}: kubelet cannot convert it to JSON"
-                    ))
-                })?;
-            if let Some(first) = seen.insert(key, line) {
-                return Err(Skip::error(format!(
-                    "duplicate key {value:?} on line {line} (first on line {first}): kubelet's YAML reader silently keeps the last one, so staticpin will not read this file"
-                )));
-            }
-            Ok(())
-        }
-        Node::Alias => Err(Skip::error(
-            "a YAML alias is used as a mapping key; staticpin will not read this file",
-        )),
-        _ => Err(Skip::error(
-            "a mapping key is a list or mapping; kubelet cannot convert that to JSON",
-        )),
-    }
-}
-
-/// The JSON object key kubelet's YAML-to-JSON step makes of a mapping key
-/// (`yes` and `true` both become `"true"`, `0x10` and `16` both `"16"`);
-/// `None` for a null key, which it rejects.
-fn json_key(value: &str, resolvable: bool) -> Option<String> {
-    if !resolvable {
-        return Some(value.to_string());
-    }
-    Some(match yaml11_non_string(value) {
-        Some("null") => return None,
-        Some("a boolean") => {
-            let yes = [
-                "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE",
-            ];
-            (if yes.contains(&value) {
-                "true"
-            } else {
-                "false"
-            })
-            .to_string()
-        }
-        Some("an integer") => {
-            go_int_value(value).map_or_else(|| value.to_string(), |v| v.to_string())
-        }
-        _ => value.to_string(),
-    })
-}
-
-fn go_int_value(s: &str) -> Option<i128> {
-    let plain: String = s.chars().filter(|&c| c != '_').collect();
-    let (neg, t) = match plain.strip_prefix('-') {
-        Some(t) => (true, t),
-        None => (false, plain.strip_prefix('+').unwrap_or(&plain)),
-    };
-    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        (16, h)
-    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
-        (8, o)
-    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
-        (2, b)
-    } else if t.len() > 1 && t.starts_with('0') {
-        (8, &t[1..])
-    } else {
-        (10, t)
-    };
-    let v = i128::from_str_radix(digits, radix).ok()?;
-    Some(if neg { -v } else { v })
-}
-
-/// Only `!!str` (on scalars) and the standard `!!map`/`!!seq` tags are read
-/// the same way by both parsers; go-yaml decodes `!!binary`, for example.
-fn check_tag(tag: Option<&Tag>, kind: &str, line: usize) -> Result<(), Skip> {
-    let Some(tag) = tag else { return Ok(()) };
-    let full = format!("{}{}", tag.handle, tag.suffix);
-    if full.strip_prefix("tag:yaml.org,2002:") == Some(kind) {
-        return Ok(());
-    }
-    Err(Skip::error(format!(
-        "YAML tag `{full}` on line {line}: staticpin reads only !!str tags, so it will not read this file"
-    )))
-}
-
-/// go-yaml v2 rejects `x:y` inside a plain scalar in a flow collection
-/// ("found unexpected ':'"), where YAML 1.2 reads one string.
-fn check_flow_plain(value: &str, line: usize) -> Result<(), Skip> {
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ':' && chars.peek().is_some_and(|n| !n.is_whitespace()) {
-            return Err(Skip::error(format!(
-                "`{value}` on line {line} is an unquoted value with `:` inside a flow collection ([…] or {{…}}); kubelet's YAML reader rejects it, so quote it"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Characters the two readers disagree on, or that go-yaml rejects.
-fn check_characters(text: &str) -> Result<(), Skip> {
-    let mut line = 1;
-    // Only spaces and tabs so far on this line.
-    let mut indent = true;
-    for (i, c) in text.char_indices() {
-        let why = match c {
-            '\n' | '\r' => {
-                line += usize::from(c == '\n');
-                indent = true;
-                continue;
-            }
-            // go-yaml rejects a tab where a line's tokens start (outside
-            // block scalars); saphyr is laxer, so refuse the whole class.
-            '\t' if indent => {
-                return Err(Skip::error(format!(
-                    "line {line} has a tab in its indentation; kubelet's YAML reader rejects most tabs there, so staticpin will not read this file"
-                )))
-            }
-            ' ' => continue,
-            '\u{feff}' if i == 0 => continue,
-            '\u{feff}' => "a byte order mark that is not at the start of the file",
-            '\u{85}' | '\u{2028}' | '\u{2029}' => {
-                "a line break to kubelet's YAML 1.1 reader but not to staticpin's parser"
-            }
-            '\t' | '\u{21}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' => {
-                indent = false;
-                continue;
-            }
-            c if c >= '\u{10000}' => {
-                indent = false;
-                continue;
-            }
-            _ => "a control character kubelet's YAML reader rejects",
-        };
-        return Err(Skip::error(format!(
-            "line {line} contains U+{:04X}, {why}; staticpin will not read this file",
-            c as u32
-        )));
-    }
-    Ok(())
-}
-
-/// `%YAML 1.1` is all go-yaml v2 accepts; `%TAG` only matters through the
-/// tags it defines, which [`check_tag`] sees resolved.
-fn check_directives(text: &str) -> Result<(), Skip> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (n, l) in text.lines().enumerate() {
-        let l = l.trim_end();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        let Some(d) = l.strip_prefix('%') else { break };
-        let mut words = d.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("YAML"), Some("1.1")) | (Some("TAG"), _) => {}
-            _ => {
-                return Err(Skip::error(format!(
-                    "directive `%{d}` on line {}: kubelet's YAML reader accepts only %YAML 1.1",
-                    n + 1
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What go-yaml v2 resolves a plain scalar to when it is not a string
-/// (`resolve.go`): null, bool, int or float. Timestamps stay strings when
-/// decoding into `interface{}`, as kubelet does.
-pub(crate) fn yaml11_non_string(s: &str) -> Option<&'static str> {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some("null"),
-        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" | "n"
-        | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
-            return Some("a boolean")
-        }
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
-        | ".nan" | ".NaN" | ".NAN" => return Some("a float"),
-        _ => {}
-    }
-    let first = s.chars().next()?;
-    if first == '.' {
-        return go_float(s).then_some("a float");
-    }
-    if !(first.is_ascii_digit() || first == '+' || first == '-') {
-        return None;
-    }
-    let plain: String = s.chars().filter(|&c| c != '_').collect();
-    if go_int(&plain) {
-        return Some("an integer");
-    }
-    let float_like = {
-        let t = plain.strip_prefix(['+', '-']).unwrap_or(&plain);
-        let (mant, exp) = match t.find(['e', 'E']) {
-            Some(i) => (&t[..i], Some(&t[i + 1..])),
-            None => (t, None),
-        };
-        let mant_ok = match mant.split_once('.') {
-            Some(("", frac)) => !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()),
-            Some((int, frac)) => {
-                !int.is_empty()
-                    && int.bytes().all(|b| b.is_ascii_digit())
-                    && frac.bytes().all(|b| b.is_ascii_digit())
-            }
-            None => !mant.is_empty() && mant.bytes().all(|b| b.is_ascii_digit()),
-        };
-        let exp_ok = exp.is_none_or(|e| {
-            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
-            !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
-        });
-        mant_ok && exp_ok
-    };
-    if float_like && go_float(&plain) {
-        return Some("a float");
-    }
-    let bin = plain
-        .strip_prefix("0b")
-        .or_else(|| plain.strip_prefix("-0b"));
-    if bin.is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c == b'0' || c == b'1')) {
-        return Some("an integer");
-    }
-    None
-}
-
-/// `strconv.ParseInt(s, 0, 64)` or `ParseUint(s, 0, 64)` would succeed
-/// (range aside: an overflowing number is still not a string to go-yaml's
-/// caller, which then fails the decode, so it counts as a number here).
-fn go_int(s: &str) -> bool {
-    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits = |d: &str, radix: u32| !d.is_empty() && d.chars().all(|c| c.is_digit(radix));
-    if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        digits(h, 16)
-    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
-        digits(o, 8)
-    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
-        digits(b, 2)
-    } else if t.len() > 1 && t.starts_with('0') {
-        digits(&t[1..], 8)
-    } else {
-        digits(t, 10)
-    }
-}
-
-fn go_float(s: &str) -> bool {
-    // Go's ParseFloat also takes "inf"/"nan" words, which cannot start with
-    // the characters that get us here except after a sign.
-    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if ["inf", "infinity", "nan"].contains(&t.to_ascii_lowercase().as_str()) {
-        return true;
-    }
-    s.parse::<f64>().is_ok() && !t.starts_with(|c: char| c.is_ascii_alphabetic())
-}
-
 /// A file whose first non-space character is `{` never reaches the YAML
 /// reader: kubelet decodes it as strict JSON. It must then be valid JSON
 /// with exactly the image values found here.
@@ -949,119 +752,6 @@ fn json_cross_check(text: &str, images: &[ImageSite]) -> Result<(), Skip> {
         }
     }
     Ok(())
-}
-
-/// Converts character indices (in any order) to byte offsets in one pass.
-pub(crate) fn byte_offsets(
-    text: &str,
-    char_indices: impl IntoIterator<Item = usize>,
-) -> Vec<usize> {
-    let wanted: Vec<usize> = char_indices.into_iter().collect();
-    let mut order: Vec<usize> = (0..wanted.len()).collect();
-    order.sort_by_key(|&i| wanted[i]);
-    let mut out = vec![text.len(); wanted.len()];
-    let mut it = order.into_iter().peekable();
-    for (ci, (bi, _)) in text.char_indices().enumerate() {
-        while let Some(&i) = it.peek() {
-            if wanted[i] != ci {
-                break;
-            }
-            out[i] = bi;
-            it.next();
-        }
-    }
-    out
-}
-
-/// Finds the scalar's own text inside `text[start..end]` (the span may include
-/// anchors and tags before it and, for quoted styles, a comment after it).
-pub(crate) fn locate_scalar(
-    text: &str,
-    start: usize,
-    end: usize,
-    value: &str,
-    style: ScalarStyle,
-) -> Result<(Quoting, Range<usize>), String> {
-    let span = &text[start..end.max(start)];
-    match style {
-        ScalarStyle::Plain => {
-            // Plain spans end exactly at the scalar; properties come before it.
-            if value.contains(['\n', '\r']) || !span.ends_with(value) {
-                return Err("multi-line plain scalars are not supported".into());
-            }
-            Ok((Quoting::Plain, end - value.len()..end))
-        }
-        ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
-            let q = if style == ScalarStyle::SingleQuoted {
-                b'\''
-            } else {
-                b'"'
-            };
-            let bytes = text.as_bytes();
-            let open = skip_properties(text, start);
-            if bytes.get(open) != Some(&q) {
-                return Err("opening quote not found after its anchor, tag or comment".into());
-            }
-            let mut i = open + 1;
-            let close = loop {
-                match bytes.get(i) {
-                    None => return Err("closing quote not found".into()),
-                    Some(b'\\') if q == b'"' => i += 2,
-                    Some(&b) if b == q && q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 2,
-                    Some(&b) if b == q => break i,
-                    Some(_) => i += 1,
-                }
-            };
-            let raw = &text[open + 1..close];
-            if raw.contains(['\n', '\r']) {
-                return Err("quoted scalars spanning lines are not supported".into());
-            }
-            let decoded_ok = if q == b'\'' {
-                raw.replace("''", "'") == value
-            } else {
-                !raw.contains('\\') && raw == value || raw.contains('\\')
-            };
-            if !decoded_ok {
-                return Err("scalar text does not match its parsed value".into());
-            }
-            let quoting = if q == b'\'' {
-                Quoting::Single
-            } else {
-                Quoting::Double
-            };
-            Ok((quoting, open + 1..close))
-        }
-        _ => Err("block scalars (| or >) are not supported for image".into()),
-    }
-}
-
-/// The byte offset of a node's own text: past any anchor (`&a`), tag
-/// (`!t`, `!<…>`), spaces, line breaks and comments before it.
-fn skip_properties(text: &str, mut i: usize) -> usize {
-    let b = text.as_bytes();
-    while let Some(&c) = b.get(i) {
-        match c {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'#' => {
-                while b.get(i).is_some_and(|&c| c != b'\n' && c != b'\r') {
-                    i += 1;
-                }
-            }
-            b'!' if b.get(i + 1) == Some(&b'<') => {
-                while b.get(i).is_some_and(|&c| c != b'>') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'&' | b'!' => {
-                while b.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    i += 1;
-                }
-            }
-            _ => break,
-        }
-    }
-    i
 }
 
 #[cfg(test)]

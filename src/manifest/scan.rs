@@ -15,17 +15,17 @@ pub enum Entry {
 }
 
 /// Lists the manifests at `path`: the file itself, or the directory's
-/// non-dot entries in byte order.
+/// non-dot entries in byte order. The error does not repeat `path`: the
+/// caller reports it with the path.
 pub fn scan(path: &Path) -> Result<Vec<Entry>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_dir() {
         return Ok(vec![classify(path.to_path_buf(), Ok(meta))]);
     }
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(path)
-        .map_err(|e| format!("{}: cannot list directory: {e}", path.display()))?
-    {
-        let entry = entry.map_err(|e| format!("{}: cannot list directory: {e}", path.display()))?;
+    let unlisted = |e: std::io::Error| format!("cannot list directory: {e}");
+    for entry in std::fs::read_dir(path).map_err(unlisted)? {
+        let entry = entry.map_err(unlisted)?;
         let name = entry.file_name();
         if !name.as_encoded_bytes().starts_with(b".") {
             names.push(name);
@@ -104,6 +104,9 @@ mod tests {
             scan(&p.join("a.json")).unwrap(),
             vec![Entry::File(p.join("a.json"))]
         );
-        assert!(scan(&p.join("missing")).unwrap_err().contains("missing"));
+        // The caller reports the path; the error says only what went wrong.
+        let missing = scan(&p.join("missing")).unwrap_err();
+        assert!(!missing.contains("missing"), "{missing}");
+        assert!(missing.contains("os error 2"), "{missing}");
     }
 }

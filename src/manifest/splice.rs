@@ -1,4 +1,5 @@
-//! Byte-exact rewriting of image scalars, and the proof that it was exact.
+//! Image pins: byte-exact rewriting of image scalars through the
+//! [`super::edit`] engine, and the proof that it was exact.
 //!
 //! Only the bytes between a scalar's quotes (or of a plain scalar) change;
 //! the quoting style is kept. Before anything is written, the new text is
@@ -7,24 +8,15 @@
 //! based parser (the whole document must equal the old one with only those
 //! values replaced). A mismatch is a bug in staticpin and blocks the write.
 
-use serde::Deserialize;
-use serde_norway::Value;
-
+use super::edit::{self, Change, Seg, TextEdit};
 use super::parse::{inspect, ImageSite, Quoting, VOLUMES_FIELD};
+
+pub use super::edit::encode;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit {
     pub site: ImageSite,
     pub new_value: String,
-}
-
-/// The scalar text for `value` in the given quoting style.
-pub fn encode(value: &str, quoting: Quoting) -> String {
-    match quoting {
-        Quoting::Plain => value.to_string(),
-        Quoting::Single => value.replace('\'', "''"),
-        Quoting::Double => value.replace('\\', "\\\\").replace('"', "\\\""),
-    }
 }
 
 /// How an edit's new value is written: in its old quoting, except that a
@@ -40,26 +32,33 @@ pub fn written_quoting(site: &ImageSite, new_value: &str) -> Quoting {
 
 /// Replaces each edit's scalar text. Edits must not overlap.
 pub fn apply(text: &str, edits: &[Edit]) -> String {
-    let mut sorted: Vec<&Edit> = edits.iter().collect();
-    sorted.sort_by_key(|e| e.site.inner.start);
-    let extra: usize = sorted.iter().map(|e| e.new_value.len() + 2).sum();
-    let mut out = String::with_capacity(text.len() + extra);
-    let mut pos = 0;
-    for e in sorted {
-        out.push_str(&text[pos..e.site.inner.start]);
-        let quoting = written_quoting(&e.site, &e.new_value);
-        let added_quotes = quoting != e.site.quoting;
-        if added_quotes {
-            out.push('"');
-        }
-        out.push_str(&encode(&e.new_value, quoting));
-        if added_quotes {
-            out.push('"');
-        }
-        pos = e.site.inner.end;
+    let mut text_edits: Vec<TextEdit> = edits
+        .iter()
+        .enumerate()
+        .map(|(order, e)| {
+            let quoting = written_quoting(&e.site, &e.new_value);
+            let mut new = encode(&e.new_value, quoting);
+            if quoting != e.site.quoting {
+                new = format!("\"{new}\"");
+            }
+            TextEdit::replace(e.site.inner.clone(), order, new)
+        })
+        .collect();
+    edit::apply(text, &mut text_edits)
+}
+
+/// Where an image site is in the Pod, for the independent parse.
+fn image_path(site: &ImageSite) -> Vec<Seg> {
+    let mut path = vec![
+        Seg::Key("spec"),
+        Seg::Key(site.field),
+        Seg::Index(site.index),
+    ];
+    path.push(Seg::Key("image"));
+    if site.field == VOLUMES_FIELD {
+        path.push(Seg::Key("reference"));
     }
-    out.push_str(&text[pos..]);
-    out
+    path
 }
 
 /// Checks that `new` is `old` with exactly the edits applied, semantically.
@@ -87,39 +86,14 @@ pub fn verify(old: &str, new: &str, edits: &[Edit]) -> Result<(), String> {
         return Err("image values after rewriting are not the intended ones".into());
     }
 
-    let mut old_doc =
-        first_document(old).map_err(|e| format!("original does not parse as YAML: {e}"))?;
-    let new_doc = first_document(new)
-        .map_err(|e| format!("rewritten manifest does not parse as YAML: {e}"))?;
-    for e in edits {
-        let item = old_doc
-            .get_mut("spec")
-            .and_then(|s| s.get_mut(e.site.field))
-            .and_then(|l| l.get_mut(e.site.index));
-        let slot = if e.site.field == VOLUMES_FIELD {
-            item.and_then(|v| v.get_mut("image"))
-                .and_then(|i| i.get_mut("reference"))
-        } else {
-            item.and_then(|c| c.get_mut("image"))
-        }
-        .ok_or("independent parser does not see the image being edited")?;
-        *slot = Value::String(e.new_value.clone());
-    }
-    if old_doc != new_doc {
-        return Err("rewritten document differs from the original beyond the image values".into());
-    }
-    Ok(())
-}
-
-/// The first document, which is all kubelet reads; later ones are never
-/// edited (every image site is in the first).
-fn first_document(text: &str) -> Result<Value, String> {
-    // kubelet's reader skips a leading BOM; serde_norway's keeps it as text.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let doc = serde_norway::Deserializer::from_str(text)
-        .next()
-        .ok_or("no document")?;
-    Value::deserialize(doc).map_err(|e| e.to_string())
+    let changes: Vec<Change> = edits
+        .iter()
+        .map(|e| Change::Set {
+            path: image_path(&e.site),
+            value: e.new_value.clone(),
+        })
+        .collect();
+    edit::verify(old, new, &changes)
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub async fn run(files: &mut [FileReport], gate: &HealthGate, mut backups: Optio
                 Ok(u) => u,
                 Err(e) => {
                     f.outcome = Outcome::Failed(FileError::Admission(format!(
-                        "cannot tell where to check apiserver health ({e}); pass --health-url"
+                        "cannot tell where to check apiserver health ({e}); give the health-check URL explicitly"
                     )));
                     continue;
                 }

@@ -346,10 +346,6 @@ impl Report {
                 }
                 Outcome::Unchanged => println!("{path}: already pinned"),
                 Outcome::Skipped(s) => println!("{path}: skipped ({})", s.reason),
-                Outcome::Failed(FileError::Scan(why)) => {
-                    println!("{path}: failed");
-                    eprintln!("staticpin: {why}");
-                }
                 Outcome::Failed(why) => {
                     println!("{path}: failed");
                     eprintln!("staticpin: {path}: {why}");

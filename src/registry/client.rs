@@ -25,24 +25,23 @@
 //! ever answered anonymously. No `Referer` is ever sent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
-    WWW_AUTHENTICATE,
-};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use tokio::sync::OnceCell;
 
-use super::auth::{parse_challenge, parse_token_response, Challenge, TokenCache};
+use super::auth::{parse_token_response, Challenge, TokenCache};
 use super::hosts::{load as load_hosts, HostEndpoint};
 use super::tls::{client_config, find_host_certs, HostCerts};
-use super::verify;
+use super::wire::{
+    accept, authority, backoff, basic, challenge_of, is_loopback, lock, origin, parse_url, peeked,
+    read_limited, refusal, secret_header, unauthorized, Followed,
+};
 use super::{classify_transport, ErrorKind, Failure, Resolution, ResolveError, Resolver, Settings};
 use crate::credentials::{Credential, Secret};
-use crate::reference::{Digest, ImageRef};
+use crate::reference::ImageRef;
 
 /// Every manifest type, so a multi-arch tag answers with its index digest
 /// (a narrower list makes registries serve a platform manifest or a 404).
@@ -50,9 +49,6 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.oci.image.index.v1+json";
-
-/// distribution refuses manifests larger than this; so do we.
-const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// Redirects followed for one request; registries use one or two.
 const MAX_REDIRECTS: usize = 5;
@@ -104,47 +100,6 @@ impl Endpoint {
         }
         url
     }
-}
-
-/// The final answer to a request and where it came from.
-struct Followed {
-    resp: reqwest::Response,
-    url: Url,
-    /// Whether `url` has the origin the request was made for.
-    same_origin: bool,
-}
-
-/// Scheme, host and port: the unit secrets are bound to.
-fn origin(url: &Url) -> (String, Option<String>, Option<u16>) {
-    (
-        url.scheme().to_string(),
-        url.host_str().map(str::to_string),
-        url.port_or_known_default(),
-    )
-}
-
-/// `host[:port]` as written in certs directories and `--insecure-registry`.
-fn authority(url: &Url) -> String {
-    let host = url.host_str().unwrap_or("");
-    match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    }
-}
-
-fn parse_url(url: &str) -> Result<Url, Failure> {
-    Url::parse(url).map_err(|e| {
-        Failure::new(
-            ErrorKind::Protocol,
-            format!("{} is not a URL: {e}", super::excerpt(url)),
-        )
-    })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps only ever grow by whole entries, so a panic elsewhere cannot
-    // leave one half-written.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl HttpResolver {
@@ -344,58 +299,7 @@ impl HttpResolver {
                     url: current,
                 });
             }
-            let protocol = |why: String| Failure::new(ErrorKind::Protocol, why);
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    protocol(format!(
-                        "{} answered {status} without a Location",
-                        super::excerpt(current.as_str())
-                    ))
-                })?;
-            let mut next = current.join(location).map_err(|e| {
-                protocol(format!(
-                    "{} redirected to {}, which is not a URL: {e}",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(location)
-                ))
-            })?;
-            // Userinfo in a Location would become a Basic header: drop it.
-            let _ = next.set_username("");
-            let _ = next.set_password(None);
-            next.set_fragment(None);
-            if !matches!(next.scheme(), "http" | "https") {
-                return Err(protocol(format!(
-                    "{} redirected to {}, not HTTP",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if seen.contains(&next) {
-                return Err(protocol(format!(
-                    "redirect loop: {} redirected back to {}",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if seen.len() > MAX_REDIRECTS {
-                return Err(protocol(format!(
-                    "more than {MAX_REDIRECTS} redirects, the last to {}",
-                    super::excerpt(next.as_str())
-                )));
-            }
-            if current.scheme() == "https"
-                && next.scheme() == "http"
-                && !self.is_insecure(&authority(&next))
-            {
-                return Err(protocol(format!(
-                    "{} redirected to plain HTTP {}; refusing the downgrade",
-                    super::excerpt(current.as_str()),
-                    super::excerpt(next.as_str())
-                )));
-            }
+            let next = self.redirect_target(&resp, &current, &seen)?;
             if origin(&next) == home {
                 hop_client = client.clone();
                 hop_headers = headers.clone();
@@ -413,6 +317,71 @@ impl HttpResolver {
             seen.push(next.clone());
             current = next;
         }
+    }
+
+    /// Where a redirect answer points, checked: a URL, HTTP(S), no
+    /// userinfo, no loop, not too many hops, no downgrade to plain HTTP
+    /// unless the target is marked insecure.
+    fn redirect_target(
+        &self,
+        resp: &reqwest::Response,
+        current: &Url,
+        seen: &[Url],
+    ) -> Result<Url, Failure> {
+        let protocol = |why: String| Failure::new(ErrorKind::Protocol, why);
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                protocol(format!(
+                    "{} answered {status} without a Location",
+                    super::excerpt(current.as_str())
+                ))
+            })?;
+        let mut next = current.join(location).map_err(|e| {
+            protocol(format!(
+                "{} redirected to {}, which is not a URL: {e}",
+                super::excerpt(current.as_str()),
+                super::excerpt(location)
+            ))
+        })?;
+        // Userinfo in a Location would become a Basic header: drop it.
+        let _ = next.set_username("");
+        let _ = next.set_password(None);
+        next.set_fragment(None);
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(protocol(format!(
+                "{} redirected to {}, not HTTP",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        if seen.contains(&next) {
+            return Err(protocol(format!(
+                "redirect loop: {} redirected back to {}",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        if seen.len() > MAX_REDIRECTS {
+            return Err(protocol(format!(
+                "more than {MAX_REDIRECTS} redirects, the last to {}",
+                super::excerpt(next.as_str())
+            )));
+        }
+        if current.scheme() == "https"
+            && next.scheme() == "http"
+            && !self.is_insecure(&authority(&next))
+        {
+            return Err(protocol(format!(
+                "{} redirected to plain HTTP {}; refusing the downgrade",
+                super::excerpt(current.as_str()),
+                super::excerpt(next.as_str())
+            )));
+        }
+        Ok(next)
     }
 
     /// Probes `/v2/` to learn the host's scheme and auth challenge; only a
@@ -478,8 +447,8 @@ impl HttpResolver {
             }
             Err(mut f) if f.kind == ErrorKind::Tls => {
                 f.detail.push_str(&format!(
-                    " (if {} is a plain-HTTP or self-signed registry you trust, mark it with --insecure-registry {}; for a private CA put ca.crt under a certs directory)",
-                    host.name, host.name
+                    " (if {} is a plain-HTTP or self-signed registry you trust, list it in insecureRegistries; for a private CA put ca.crt under a certs directory)",
+                    host.name
                 ));
                 Err(f)
             }
@@ -562,7 +531,7 @@ impl HttpResolver {
         {
             return Err(Failure::new(
                 ErrorKind::Config,
-                format!("token realm {realm} is plain HTTP; refusing to send credentials there (mark {realm_host} with --insecure-registry to allow it)"),
+                format!("token realm {realm} is plain HTTP; refusing to send credentials there (list {realm_host} in insecureRegistries to allow it)"),
             ));
         }
         {
@@ -805,204 +774,5 @@ impl HttpResolver {
             None => work.await,
         };
         result.map_err(|f| f.for_image(image))
-    }
-}
-
-/// The digest a 200 answer to a manifest HEAD claims. Only drift reports use
-/// it: nothing was seen to hash, so it is never written into a manifest.
-fn peeked(got: &Followed) -> Result<Resolution, Failure> {
-    match verify::claimed_digest(got.resp.headers())? {
-        Some(digest) => Ok(Resolution {
-            digest,
-            media_type: header_str(&got.resp, CONTENT_TYPE.as_str()),
-            via: None,
-        }),
-        None => Err(Failure::new(
-            ErrorKind::Protocol,
-            format!("HEAD {} answered without Docker-Content-Digest", got.url),
-        )),
-    }
-}
-
-/// Reads and verifies a 200 answer to a manifest GET.
-async fn accept(got: Followed) -> Result<Resolution, Failure> {
-    let from = if got.same_origin {
-        String::new()
-    } else {
-        format!("via redirect to {}: ", authority(&got.url))
-    };
-    let with_origin = |mut f: Failure| {
-        f.detail.insert_str(0, &from);
-        f
-    };
-    let claimed = verify::claimed_digest(got.resp.headers()).map_err(with_origin)?;
-    let content_type = header_str(&got.resp, CONTENT_TYPE.as_str());
-    let body = read_limited(got.resp, MAX_MANIFEST_BYTES).await?;
-    let digest = Digest::sha256_of(&body);
-    if let Some(claimed) = &claimed {
-        verify::check_claim(claimed, &body, &digest).map_err(with_origin)?;
-    }
-    let media_type = verify::manifest_type(&body, content_type.as_deref()).map_err(with_origin)?;
-    Ok(Resolution {
-        digest,
-        media_type: Some(media_type),
-        via: None,
-    })
-}
-
-/// The failure for a manifest answer other than 200 or a first 401.
-fn refusal(
-    status: StatusCode,
-    got: &Followed,
-    image: &ImageRef,
-    cred: Option<&Credential>,
-) -> Failure {
-    match status {
-        StatusCode::UNAUTHORIZED => unauthorized(image, cred),
-        StatusCode::FORBIDDEN => Failure::new(
-            ErrorKind::Forbidden,
-            format!("access to {} denied", image.path()),
-        ),
-        StatusCode::NOT_FOUND => Failure::new(
-            ErrorKind::NotFound,
-            format!(
-                "manifest {}:{} not found",
-                image.path(),
-                image.tag_or_latest()
-            ),
-        ),
-        s => Failure::new(
-            ErrorKind::Protocol,
-            format!("GET {} answered unexpected {s}", got.url),
-        ),
-    }
-}
-
-fn unauthorized(image: &ImageRef, cred: Option<&Credential>) -> Failure {
-    let why = match cred {
-        Some(_) => "the registry rejected the credentials configured for",
-        None => "no credentials in the docker config match",
-    };
-    Failure::new(
-        ErrorKind::Unauthorized,
-        format!("{why} {}", image.canonical_name()),
-    )
-}
-
-fn challenge_of(resp: &reqwest::Response) -> Result<Challenge, Failure> {
-    match resp.headers().get(WWW_AUTHENTICATE) {
-        Some(v) => parse_challenge(v.to_str().map_err(|_| {
-            Failure::new(
-                ErrorKind::Protocol,
-                "malformed WWW-Authenticate header: not ASCII",
-            )
-        })?),
-        None => Err(Failure::new(
-            ErrorKind::Protocol,
-            format!(
-                "{} answered 401 without a WWW-Authenticate challenge",
-                resp.url()
-            ),
-        )),
-    }
-}
-
-fn basic(c: &Credential) -> HeaderValue {
-    let raw = format!("{}:{}", c.username, c.password.expose());
-    secret_header(&format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    ))
-}
-
-fn secret_header(value: &str) -> HeaderValue {
-    let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    v.set_sensitive(true);
-    v
-}
-
-fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-}
-
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
-    let url = resp.url().to_string();
-    let mut body = Vec::new();
-    loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
-                let (kind, text) = classify_transport(&e);
-                return Err(Failure::new(kind, format!("reading {url}: {text}")));
-            }
-        };
-        if body.len() + chunk.len() > limit {
-            return Err(Failure::new(
-                ErrorKind::Protocol,
-                format!("{url} sent more than {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt);
-    // Cheap jitter so concurrent retries do not arrive in lockstep.
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() % 100)
-        .unwrap_or(0);
-    base.min(Duration::from_secs(5)) + Duration::from_millis(jitter.into())
-}
-
-fn is_loopback(host: &str) -> bool {
-    let h = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost"));
-        assert!(is_loopback("[::1]:80"));
-        assert!(!is_loopback("10.0.0.1:5000"));
-        assert!(!is_loopback("auth.docker.io"));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(0) < Duration::from_millis(400));
-        assert!(backoff(2) >= Duration::from_millis(800));
-        assert!(backoff(30) <= Duration::from_millis(5100));
-    }
-
-    #[test]
-    fn origins_and_authorities() {
-        let u = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(
-            origin(&u("https://r.io/v2/")),
-            origin(&u("https://r.io:443/x"))
-        );
-        assert_ne!(origin(&u("https://r.io/")), origin(&u("http://r.io/")));
-        assert_ne!(origin(&u("http://r.io:1/")), origin(&u("http://r.io:2/")));
-        assert_eq!(authority(&u("https://r.io:5000/v2/")), "r.io:5000");
-        assert_eq!(authority(&u("https://r.io/v2/")), "r.io");
-        assert_eq!(authority(&u("http://[::1]:80/")), "[::1]");
     }
 }

@@ -3,36 +3,17 @@
 //!
 //! containerd and docker read `<dir>/<host[:port]>/` for extra CAs (`*.crt`)
 //! and client certificates (`*.cert` + `*.key`). staticpin builds one rustls
-//! config per host from the system roots plus those files, so it trusts
+//! config per host (through [`crate::trust::client`]) from the system roots
+//! plus those files, so it trusts
 //! exactly what the node's runtime trusts, host by host. Verification is only
 //! switched off for hosts the operator marked insecure.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 
 use super::{ErrorKind, Failure};
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// System roots are read once per process: loading them costs milliseconds
-/// and most runs talk to only one or two hosts.
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for e in &loaded.errors {
-            tracing::debug!("system CA store: {e}");
-        }
-        loaded.certs
-    })
-}
+use crate::trust::{self, TrustError};
 
 /// The certificate material found for one host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,121 +52,12 @@ pub(crate) fn find_host_certs(certs_dirs: &[PathBuf], hosts: &[&str]) -> HostCer
     found
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| {
-            Failure::new(
-                ErrorKind::Config,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?
-        .collect();
-    match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(Failure::new(
-            ErrorKind::Config,
-            format!("{} contains no PEM certificate", path.display()),
-        )),
-        Err(e) => Err(Failure::new(
-            ErrorKind::Config,
-            format!("cannot parse {}: {e}", path.display()),
-        )),
-    }
-}
-
-/// Builds the rustls config for one host.
+/// Builds the rustls config for one host (see [`crate::trust::client`]).
 pub(crate) fn client_config(certs: &HostCerts, insecure: bool) -> Result<ClientConfig, Failure> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?;
-    let builder = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-    } else {
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(system_roots().iter().cloned());
-        for ca in &certs.cas {
-            for c in read_certs(ca)? {
-                roots.add(c).map_err(|e| {
-                    Failure::new(
-                        ErrorKind::Config,
-                        format!("CA {} is not usable: {e}", ca.display()),
-                    )
-                })?;
-            }
-        }
-        builder.with_root_certificates(roots)
-    };
-    let mut config = match &certs.client {
-        Some((cert, key)) => {
-            let chain = read_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                Failure::new(
-                    ErrorKind::Config,
-                    format!("cannot read client key {}: {e}", key.display()),
-                )
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                Failure::new(
-                    ErrorKind::Config,
-                    format!("client certificate {}: {e}", cert.display()),
-                )
-            })?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Used only for registries the operator explicitly marked insecure.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    trust::client::client_config(&certs.cas, certs.client.as_ref(), insecure).map_err(|e| match e {
+        TrustError::File(detail) => Failure::new(ErrorKind::Config, detail),
+        TrustError::Tls(detail) => Failure::new(ErrorKind::Tls, detail),
+    })
 }
 
 #[cfg(test)]

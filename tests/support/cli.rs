@@ -2,7 +2,8 @@
 //!
 //! Every run gets a cleared environment (only a private `HOME`), a private
 //! cwd, and an explicit `--config` whose file names the sandbox's own
-//! kubelet root, certs directory, backup directory and manifest directory.
+//! kubelet root, certs directory, backup directory, manifest directory and
+//! lock file.
 //! So nothing of the machine running the tests is read: not
 //! `/etc/staticpin`, not a docker config, not a CA, not `NO_COLOR`.
 

@@ -5,13 +5,12 @@
 //! connection: answers carry `Connection: close`.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http::{find_header, head_end, parse_head, response_head};
+use super::http::{find_header, head_end, parse_head, response_head, Server};
 
 #[derive(Clone, Debug)]
 pub enum FaultStep {
@@ -153,6 +152,29 @@ struct State {
     script: Vec<FaultStep>,
     next: usize,
     requests: Vec<RecordedRequest>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a request as in flight until dropped, on every return path.
+struct InFlight<'s>(&'s Mutex<State>);
+
+impl<'s> InFlight<'s> {
+    fn enter(state: &'s Mutex<State>) -> InFlight<'s> {
+        let mut st = state.lock().unwrap();
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.lock() {
+            st.in_flight -= 1;
+        }
+    }
 }
 
 pub struct FaultServer {
@@ -160,44 +182,31 @@ pub struct FaultServer {
     /// "127.0.0.1:PORT"
     pub host: String,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 impl FaultServer {
     /// Starts serving `script` on a free 127.0.0.1 port. Panics if empty.
     pub fn start(script: Vec<FaultStep>) -> FaultServer {
         assert!(!script.is_empty(), "FaultServer needs at least one step");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("fault server bind");
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
             script,
             next: 0,
             requests: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("fault-server-{}", port))
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = conn else { continue };
-                        let (state, stop) = (state.clone(), stop.clone());
-                        std::thread::spawn(move || handle(stream, &state, &stop));
-                    }
-                })
-                .expect("spawn fault server")
+        let server = {
+            let state = state.clone();
+            Server::start("fault-server", move |stream, stop| {
+                handle(stream, &state, stop)
+            })
         };
         FaultServer {
-            port,
-            host: format!("127.0.0.1:{}", port),
+            port: server.port,
+            host: server.host.clone(),
             state,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -211,6 +220,11 @@ impl FaultServer {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
+
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
@@ -222,16 +236,6 @@ impl FaultServer {
         let mut st = self.state.lock().unwrap();
         st.script = script;
         st.next = 0;
-    }
-}
-
-impl Drop for FaultServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -264,6 +268,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let Ok(req) = parse_head(&buf[..head_len]) else {
         return;
     };
+    let _in_flight = InFlight::enter(state);
     let (step, idx, rec_pos) = {
         let mut st = state.lock().unwrap();
         let idx = st.next.min(st.script.len() - 1);

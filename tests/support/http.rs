@@ -1,11 +1,72 @@
 //! Minimal HTTP/1.1 plumbing over std TCP, shared by the token issuer and the
-//! fault server (request reading, response writing), plus a tiny plain-HTTP
+//! fault server (request reading, response writing), the one in-process
+//! accept loop ([`Server`]) behind every test server, and a tiny plain-HTTP
 //! client (`http_request`) for tests that talk to a 127.0.0.1 server directly.
 //! Always one request per connection (`Connection: close`). No TLS.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// An in-process TCP server on a free 127.0.0.1 port: each connection is
+/// handed to `handle` on its own thread, with a flag that turns true when
+/// the server stops. Dropping it stops the accept loop and joins it.
+pub struct Server {
+    pub port: u16,
+    /// "127.0.0.1:PORT"
+    pub host: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start<H>(name: &str, handle: H) -> Server
+    where
+        H: Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("{name}: bind 127.0.0.1:0: {e}"));
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = Arc::new(handle);
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{port}"))
+                .spawn(move || {
+                    for conn in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let Ok(stream) = conn else { continue };
+                        let (handle, stop) = (handle.clone(), stop.clone());
+                        std::thread::spawn(move || handle(stream, &stop));
+                    }
+                })
+                .unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+        };
+        Server {
+            port,
+            host: format!("127.0.0.1:{port}"),
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// A parsed request head (+ body, read by Content-Length).
 #[derive(Clone, Debug, Default)]

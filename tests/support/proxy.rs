@@ -5,10 +5,12 @@
 //! manifest mid-run), with a real docker-registry still answering.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::http::Server;
 
 pub struct DelayProxy {
     pub port: u16,
@@ -16,47 +18,32 @@ pub struct DelayProxy {
     pub host: String,
     connections: Arc<AtomicUsize>,
     delay: Arc<Mutex<Duration>>,
-    stop: Arc<AtomicBool>,
+    _server: Server,
 }
 
 impl DelayProxy {
     /// Proxies to `upstream` ("127.0.0.1:PORT"), holding each new
     /// connection for `delay` first.
     pub fn start(upstream: &str, delay: Duration) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
         let delay = Arc::new(Mutex::new(delay));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, d, s, up) = (
-            connections.clone(),
-            delay.clone(),
-            stop.clone(),
-            upstream.to_string(),
-        );
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
+        let server = {
+            let (c, d, up) = (connections.clone(), delay.clone(), upstream.to_string());
+            Server::start("delay-proxy", move |client, _| {
                 c.fetch_add(1, Ordering::SeqCst);
                 let wait = *d.lock().unwrap();
-                let up = up.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(wait);
-                    if let Ok(server) = TcpStream::connect(&up) {
-                        let _ = pipe(client, server);
-                    }
-                });
-            }
-        });
+                std::thread::sleep(wait);
+                if let Ok(server) = TcpStream::connect(&up) {
+                    let _ = pipe(client, server);
+                }
+            })
+        };
         DelayProxy {
-            port,
-            host: format!("127.0.0.1:{port}"),
+            port: server.port,
+            host: server.host.clone(),
             connections,
             delay,
-            stop,
+            _server: server,
         }
     }
 
@@ -67,14 +54,6 @@ impl DelayProxy {
 
     pub fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
-    }
-}
-
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 

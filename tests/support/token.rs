@@ -9,12 +9,11 @@
 //! (`grant_type=password`) are both served.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -22,7 +21,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::http::{parse_form, read_request, write_response, Request};
+use super::http::{parse_form, read_request, write_response, Request, Server};
 use super::run;
 
 /// What a registry needs to trust an issuer (`auth.token` config).
@@ -84,8 +83,7 @@ pub struct TokenIssuer {
     pub signer_cert: PathBuf,
     pub signer_key: PathBuf,
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 impl TokenIssuer {
@@ -132,36 +130,19 @@ impl TokenIssuer {
             log: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("token issuer bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
+        let server = {
             let state = state.clone();
-            std::thread::Builder::new()
-                .name(format!("token-issuer-{}", port))
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = conn else { continue };
-                        let state = state.clone();
-                        std::thread::spawn(move || handle(stream, &state));
-                    }
-                })
-                .expect("spawn token issuer thread")
+            Server::start("token-issuer", move |stream, _| handle(stream, &state))
         };
         TokenIssuer {
-            port,
-            host: format!("127.0.0.1:{}", port),
+            port: server.port,
+            host: server.host.clone(),
             service: service.to_string(),
             issuer: issuer.to_string(),
             signer_cert: crt,
             signer_key: key,
             state,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -221,16 +202,6 @@ impl TokenIssuer {
     pub fn mint(&self, sub: &str, repo: &str, actions: &[&str], expires_in: u64) -> String {
         let access = vec![json!({"type": "repository", "name": repo, "actions": actions})];
         make_jwt(&self.state, sub, access, expires_in).expect("mint token")
-    }
-}
-
-impl Drop for TokenIssuer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

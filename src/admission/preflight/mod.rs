@@ -29,7 +29,6 @@ mod admission_config;
 mod image_policy;
 mod kubeconfig;
 mod mounts;
-mod pki;
 #[cfg(test)]
 mod tests;
 
@@ -40,11 +39,11 @@ use std::path::{Component, Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
-pub(crate) use image_policy::{DurationField, Verdict, ALLOW_TTL, DENY_TTL, RETRY_BACKOFF};
-pub use kubeconfig::{client_end, ClientEnd};
-pub(crate) use pki::{
+pub(crate) use crate::trust::certs::{
     cert_expiry, key_matches_cert, parse_ca, parse_cert_chain, parse_private_key, Expiry, KeyMatch,
 };
+pub(crate) use image_policy::{DurationField, Verdict, ALLOW_TTL, DENY_TTL, RETRY_BACKOFF};
+pub use kubeconfig::{client_end, ClientEnd};
 
 /// Check names, stable for `doctor`'s table and for scripts that grep it.
 pub const CHECK_ADMISSION_CONFIG: &str = "admission-config";

@@ -2,10 +2,10 @@
 //! (`--enable-admission-plugins`, or the legacy `--admission-control`), and
 //! point `--admission-control-config-file` at the config.
 
-use super::edit::{
-    block_items, field_path, insert_item, layout, plain_safe, set_scalar, sorted_index, Ctx, Seg,
-};
 use super::*;
+use crate::manifest::edit::{
+    block_items, field_path, insert_item, layout, plain_safe, set_scalar, sorted_index, Editor, Seg,
+};
 use serde_norway::Value;
 
 /// `--flag=value` → `value`, for exactly `flag`.
@@ -57,7 +57,7 @@ pub(super) fn find_flag<'n>(lists: &Lists<'n>, flag: &str) -> Result<Option<Flag
 }
 
 pub(super) fn wire_flags(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     root: &Node,
     container: &Node,
     cpath: &[Seg],
@@ -114,20 +114,32 @@ pub(super) fn wire_flags(
         }
     }
 
+    wire_config_file(cx, &lists, cpath, (flag_field, flag_list), req)
+}
+
+/// Points `--admission-control-config-file` at the config: added where the
+/// flags live, or taken over from another setup only when forced.
+fn wire_config_file(
+    cx: &mut Editor,
+    lists: &Lists,
+    cpath: &[Seg],
+    (flag_field, flag_list): (&'static str, &Node),
+    req: &Request,
+) -> Result<(), String> {
     let wanted = req.config_file.display().to_string();
-    match find_flag(&lists, CONFIG_FILE)? {
+    match find_flag(lists, CONFIG_FILE)? {
         Some(at) if at.value == wanted => {}
         Some(at) => {
             if !req.force {
                 return Err(format!(
-                    "{CONFIG_FILE} already points to {}, not {wanted}; staticpin will not take over another admission setup without --force",
+                    "{CONFIG_FILE} already points to {}, not {wanted}; staticpin takes over another admission setup only when forced to",
                     at.value
                 ));
             }
             let value = format!("{CONFIG_FILE}={wanted}");
             set_scalar(cx, at.item, field_path(cpath, at.field, at.index), &value)?;
             cx.summary
-                .push(format!("{CONFIG_FILE}: {} -> {wanted} (--force)", at.value));
+                .push(format!("{CONFIG_FILE}: {} -> {wanted} (forced)", at.value));
         }
         None => {
             let value = format!("{CONFIG_FILE}={wanted}");
@@ -141,7 +153,7 @@ pub(super) fn wire_flags(
 /// Adds the requested plugins to an existing plugin list flag, keeping its
 /// order and never duplicating a name.
 pub(super) fn merge_plugins(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     cpath: &[Seg],
     flag: &str,
     at: &FlagAt,
@@ -183,7 +195,7 @@ pub(super) fn is_kubeadm(root: &Node) -> bool {
 }
 
 pub(super) fn insert_flag(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     list: &Node,
     cpath: &[Seg],
     field: &'static str,

@@ -4,9 +4,11 @@
 //! `--enable-admission-plugins` (or into the legacy `--admission-control`
 //! when that is the flag in use), add `--admission-control-config-file`, and
 //! mount the admission directory read-only with a hostPath volume. They are
-//! made as text insertions and replacements that copy the indentation and
-//! style of neighbouring items, so the rest of the file keeps every byte, and
-//! are then verified against an independent parse, as image pins are.
+//! made with the byte-preserving engine of [`crate::manifest::edit`] (text
+//! insertions and replacements that copy the layout of neighbouring items,
+//! verified against an independent parse), as image pins are; this module
+//! holds only the wiring policy. Like pinning, it reads the first document
+//! of the file, as kubelet does.
 //!
 //! What is refused, rather than guessed at: layouts that cannot be edited
 //! that way (flow-style lists, flags split into two items); a container that
@@ -15,7 +17,6 @@
 //! from another source or with a `subPath`; and any result that kube-apiserver
 //! or kubelet would refuse at start-up ([`validate`]).
 
-mod edit;
 mod flags;
 mod mount;
 mod target;
@@ -24,10 +25,10 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use crate::admission::preflight::normalize;
-use crate::manifest::parse::{parse_documents, Node};
+use crate::manifest::edit::{plain_safe, verify, Editor, Seg};
+use crate::manifest::parse::{first_document, Node};
 use crate::manifest::scan::{scan, Entry};
 
-use edit::{apply, plain_safe, verify, Ctx, Seg};
 use flags::{flag_value, wire_flags};
 use mount::wire_mount;
 
@@ -152,9 +153,10 @@ pub fn container_index(text: &str) -> Option<usize> {
         .and_then(|t| t.index())
 }
 
+/// The document kubelet reads, as [`crate::manifest::parse::inspect`]
+/// accepts it: documents after the first are ignored, here as there.
 fn single_root(text: &str) -> Option<Node> {
-    let mut docs = parse_documents(text).ok()?;
-    (docs.len() == 1).then(|| docs.remove(0))
+    first_document(text).ok()
 }
 
 fn target_of(root: &Node) -> Option<Target> {
@@ -239,10 +241,7 @@ pub fn plan(text: &str, req: &Request) -> Result<Plan, String> {
         }
     }
     dedicated(req)?;
-    let docs = parse_documents(text).map_err(|s| s.reason)?;
-    let [root] = docs.as_slice() else {
-        return Err("not a single YAML document".into());
-    };
+    let root = &first_document(text).map_err(|s| s.reason)?;
     let ci = wireable(root)?;
     let Some(container) = root
         .get("spec")
@@ -251,22 +250,17 @@ pub fn plan(text: &str, req: &Request) -> Result<Plan, String> {
     else {
         return Err("the kube-apiserver container vanished from the parse".into());
     };
-    let mut cx = Ctx {
-        text,
-        eol: if text.contains("\r\n") { "\r\n" } else { "\n" },
-        edits: Vec::new(),
-        changes: Vec::new(),
-        summary: Vec::new(),
-        order: 0,
-    };
+    let mut cx = Editor::new(text);
     let cpath = vec![Seg::Key("spec"), Seg::Key("containers"), Seg::Index(ci)];
 
     wire_flags(&mut cx, root, container, &cpath, req)?;
     let mounted = wire_mount(&mut cx, root, container, &cpath, req)?;
 
-    let new_text = apply(text, &mut cx.edits);
+    let new_text = cx.apply();
     if new_text != text {
-        verify(text, &new_text, &cx.changes)?;
+        verify(text, &new_text, &cx.changes).map_err(|e| {
+            format!("refusing to write kube-apiserver's manifest: {e}; this is a staticpin bug")
+        })?;
     }
     check_result(&new_text, ci)?;
     Ok(Plan {
@@ -278,7 +272,7 @@ pub fn plan(text: &str, req: &Request) -> Result<Plan, String> {
 
 /// Runs the start-up checks on the text that would be written.
 fn check_result(text: &str, ci: usize) -> Result<(), String> {
-    let root = single_root(text).ok_or("the wired manifest does not parse as one document")?;
+    let root = single_root(text).ok_or("the wired manifest no longer parses")?;
     let problems = validate::problems(&root, ci);
     if problems.is_empty() {
         Ok(())
@@ -379,6 +373,20 @@ status: {}
     }
 
     #[test]
+    fn later_documents_are_ignored_as_pinning_ignores_them() {
+        for tail in ["---\n", "---\nkind: ConfigMap\n"] {
+            let text = format!("{KUBEADM}{tail}");
+            let p = plan(&text, &req()).unwrap();
+            assert!(p.new_text.ends_with(tail));
+            assert_eq!(
+                p.new_text.strip_suffix(tail),
+                Some(plan(KUBEADM, &req()).unwrap().new_text.as_str())
+            );
+        }
+        assert!(is_apiserver(&format!("{KUBEADM}---\n")));
+    }
+
+    #[test]
     fn refusals() {
         let elsewhere = KUBEADM.replace(
             "    - --allow-privileged=true\n",
@@ -386,7 +394,7 @@ status: {}
         );
         let e = plan(&elsewhere, &req()).unwrap_err();
         assert!(
-            e.contains("/etc/other/admission.yaml") && e.contains("--force"),
+            e.contains("/etc/other/admission.yaml") && e.contains("only when forced"),
             "{e}"
         );
         let mut forced = req();

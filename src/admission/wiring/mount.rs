@@ -2,7 +2,7 @@
 //! mount already shows it, and the refusal of a mount at that path that
 //! does not.
 
-use super::edit::{block_items, insert_item, layout, sorted_index, Ctx, Seg};
+use crate::manifest::edit::{block_items, insert_item, layout, sorted_index, Editor, Seg};
 use serde_norway::Value;
 
 use super::*;
@@ -19,7 +19,7 @@ pub(super) fn clean(p: &str) -> PathBuf {
 }
 
 pub(super) fn wire_mount(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     root: &Node,
     container: &Node,
     cpath: &[Seg],
@@ -84,7 +84,7 @@ fn yaml(text: &str) -> Result<Value, String> {
 
 /// The read-only volumeMount, copying the sibling's dash prefix and key column.
 fn add_mount(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     items: &[Node],
     cpath: &[Seg],
     dir: &str,
@@ -115,7 +115,7 @@ fn add_mount(
 
 /// The hostPath volume; its nested keys indent like the sibling's, else by 2.
 fn add_volume(
-    cx: &mut Ctx,
+    cx: &mut Editor,
     items: &[Node],
     names: &[String],
     dir: &str,
@@ -186,7 +186,7 @@ pub(super) fn same_path_mounts(
     Ok(mounted)
 }
 
-pub(super) fn nested_indent(cx: &Ctx, volumes: &[Node]) -> usize {
+pub(super) fn nested_indent(cx: &Editor, volumes: &[Node]) -> usize {
     for v in volumes {
         if let (Some(Node::Map(entries)), Some(key)) = (v.get("hostPath"), v.first_char()) {
             if let (Some((k, _)), Ok(l)) = (entries.first(), layout(cx, v)) {

@@ -1,23 +1,43 @@
-//! The text-edit engine of the wiring: edits that copy the layout of
-//! neighbouring list items, applied in one pass, then proven against an
-//! independent parse (serde_norway) to change exactly the intended values.
+//! The one byte-preserving YAML edit engine, used by image pins
+//! ([`super::splice`]) and by kube-apiserver wiring
+//! ([`crate::admission::wiring`]) alike.
+//!
+//! Edits are byte ranges of the original text replaced by new text: a
+//! scalar's bytes between its quotes (quoting style kept), or new list items
+//! and keys that copy the layout of their neighbours. They are applied in one
+//! pass; everything else keeps every byte. Each text edit is paired with the
+//! structural [`Change`] it is meant to make, and [`verify`] proves with an
+//! independent parser (serde_norway, libyaml based) that the new first
+//! document is the old one with exactly those changes.
 
+use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::manifest::parse::{byte_offsets, locate_scalar, Node, Quoting};
-use crate::manifest::splice::encode;
+use super::parse::{byte_offsets, locate_scalar, Node, Quoting};
 
 /// One text change: replace `range` (empty for an insertion) with `text`.
 /// `order` breaks ties between insertions at the same position.
-pub(super) struct TextEdit {
+pub struct TextEdit {
     start: usize,
     end: usize,
-    pub(super) order: usize,
-    pub(super) text: String,
+    pub order: usize,
+    pub text: String,
+}
+
+impl TextEdit {
+    /// Replaces the bytes in `range` of the original text with `text`.
+    pub fn replace(range: std::ops::Range<usize>, order: usize, text: String) -> TextEdit {
+        TextEdit {
+            start: range.start,
+            end: range.end,
+            order,
+            text,
+        }
+    }
 }
 
 /// The same change, structurally, for verification.
-pub(super) enum Change {
+pub enum Change {
     Set {
         path: Vec<Seg>,
         value: String,
@@ -31,40 +51,58 @@ pub(super) enum Change {
 }
 
 #[derive(Clone)]
-pub(super) enum Seg {
+pub enum Seg {
     Key(&'static str),
     Index(usize),
 }
 
-pub(super) struct Ctx<'a> {
-    pub(super) text: &'a str,
-    pub(super) eol: &'static str,
-    pub(super) edits: Vec<TextEdit>,
-    pub(super) changes: Vec<Change>,
-    pub(super) summary: Vec<String>,
-    pub(super) order: usize,
+/// An edit session over one text: the text edits, their structural twins,
+/// and a line per change for the report.
+pub struct Editor<'a> {
+    pub text: &'a str,
+    pub eol: &'static str,
+    pub edits: Vec<TextEdit>,
+    pub changes: Vec<Change>,
+    pub summary: Vec<String>,
+    pub order: usize,
 }
 
-impl<'a> Ctx<'a> {
-    pub(super) fn byte(&self, char_index: usize) -> usize {
+impl<'a> Editor<'a> {
+    pub fn new(text: &'a str) -> Editor<'a> {
+        Editor {
+            text,
+            eol: if text.contains("\r\n") { "\r\n" } else { "\n" },
+            edits: Vec::new(),
+            changes: Vec::new(),
+            summary: Vec::new(),
+            order: 0,
+        }
+    }
+
+    /// The edited text: every edit applied, nothing verified yet.
+    pub fn apply(&mut self) -> String {
+        apply(self.text, &mut self.edits)
+    }
+
+    pub fn byte(&self, char_index: usize) -> usize {
         byte_offsets(self.text, [char_index])[0]
     }
 
-    pub(super) fn next_order(&mut self) -> usize {
+    pub fn next_order(&mut self) -> usize {
         self.order += 1;
         self.order
     }
 }
 
-pub(super) fn field_path(cpath: &[Seg], field: &'static str, i: usize) -> Vec<Seg> {
+pub fn field_path(cpath: &[Seg], field: &'static str, i: usize) -> Vec<Seg> {
     let mut p = cpath.to_vec();
     p.push(Seg::Key(field));
     p.push(Seg::Index(i));
     p
 }
 
-pub(super) fn set_scalar(
-    cx: &mut Ctx,
+pub(crate) fn set_scalar(
+    cx: &mut Editor,
     item: &Node,
     path: Vec<Seg>,
     value: &str,
@@ -75,7 +113,7 @@ pub(super) fn set_scalar(
         span,
     } = item
     else {
-        return Err("flag item is not a string".into());
+        return Err("the item to set is not a string".into());
     };
     let start = cx.byte(span.start.index());
     let end = cx.byte(span.end.index());
@@ -98,7 +136,7 @@ pub(super) fn set_scalar(
 }
 
 /// Values staticpin writes as plain scalars must read back as the same string.
-pub(super) fn plain_safe(v: &str) -> Result<(), String> {
+pub fn plain_safe(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=,:".contains(&b))
@@ -113,13 +151,13 @@ pub(super) fn plain_safe(v: &str) -> Result<(), String> {
 
 /// A block sequence item's layout: where its line starts, the text before
 /// its content (`    - `), and the content's column.
-pub(super) struct ItemLayout {
-    pub(super) line_start: usize,
-    pub(super) dash_prefix: String,
-    pub(super) content_col: usize,
+pub struct ItemLayout {
+    pub line_start: usize,
+    pub dash_prefix: String,
+    pub content_col: usize,
 }
 
-pub(super) fn layout(cx: &Ctx, item: &Node) -> Result<ItemLayout, String> {
+pub(crate) fn layout(cx: &Editor, item: &Node) -> Result<ItemLayout, String> {
     let b = cx.byte(item.first_char().ok_or("empty list item")?);
     let line_start = cx.text[..b].rfind('\n').map_or(0, |i| i + 1);
     let prefix = &cx.text[line_start..b];
@@ -139,8 +177,8 @@ pub(super) fn layout(cx: &Ctx, item: &Node) -> Result<ItemLayout, String> {
 
 /// Where to insert a new item so it lands at `index`: before that item's
 /// line, or after the last item's line.
-pub(super) fn insertion_point(
-    cx: &Ctx,
+pub(crate) fn insertion_point(
+    cx: &Editor,
     items: &[Node],
     index: usize,
 ) -> Result<(usize, bool), String> {
@@ -156,7 +194,7 @@ pub(super) fn insertion_point(
 }
 
 /// Index at which `key` keeps `keys` sorted, or the end when they are not sorted.
-pub(super) fn sorted_index(keys: &[String], key: &str) -> usize {
+pub fn sorted_index(keys: &[String], key: &str) -> usize {
     if keys.windows(2).all(|w| w[0] <= w[1]) {
         keys.iter()
             .position(|k| k.as_str() > key)
@@ -166,7 +204,7 @@ pub(super) fn sorted_index(keys: &[String], key: &str) -> usize {
     }
 }
 
-pub(super) fn block_items<'n>(list: &'n Node, what: &str) -> Result<&'n [Node], String> {
+pub(crate) fn block_items<'n>(list: &'n Node, what: &str) -> Result<&'n [Node], String> {
     match list {
         Node::Seq { flow: false, items } if !items.is_empty() => Ok(items),
         Node::Seq { flow: true, .. } => Err(format!(
@@ -178,8 +216,8 @@ pub(super) fn block_items<'n>(list: &'n Node, what: &str) -> Result<&'n [Node], 
     }
 }
 
-pub(super) fn insert_item(
-    cx: &mut Ctx,
+pub(crate) fn insert_item(
+    cx: &mut Editor,
     items: &[Node],
     index: usize,
     body: String,
@@ -208,7 +246,7 @@ pub(super) fn insert_item(
     Ok(())
 }
 
-pub(super) fn apply(text: &str, edits: &mut [TextEdit]) -> String {
+pub fn apply(text: &str, edits: &mut [TextEdit]) -> String {
     edits.sort_by_key(|e| (e.start, e.order));
     let mut out = String::with_capacity(text.len() + 512);
     let mut pos = 0;
@@ -221,12 +259,13 @@ pub(super) fn apply(text: &str, edits: &mut [TextEdit]) -> String {
     out
 }
 
-/// The new text must parse to the old document with exactly these changes.
-pub(super) fn verify(old: &str, new: &str, changes: &[Change]) -> Result<(), String> {
-    let mut expected: Value =
-        serde_norway::from_str(old).map_err(|e| format!("original does not parse: {e}"))?;
-    let got: Value = serde_norway::from_str(new)
-        .map_err(|e| format!("rewritten manifest does not parse: {e}"))?;
+/// The new text's first document must parse to the old one with exactly
+/// these changes.
+pub fn verify(old: &str, new: &str, changes: &[Change]) -> Result<(), String> {
+    let mut expected =
+        first_document(old).map_err(|e| format!("original does not parse as YAML: {e}"))?;
+    let got = first_document(new)
+        .map_err(|e| format!("rewritten manifest does not parse as YAML: {e}"))?;
     let mut inserts: Vec<&Change> = changes
         .iter()
         .filter(|c| matches!(c, Change::Insert { .. }))
@@ -256,12 +295,34 @@ pub(super) fn verify(old: &str, new: &str, changes: &[Change]) -> Result<(), Str
         }
     }
     if expected != got {
-        return Err("refusing to write: the rewritten kube-apiserver manifest differs from the intended change; this is a staticpin bug".into());
+        return Err(
+            "the rewritten document differs from the original beyond the intended edits".into(),
+        );
     }
     Ok(())
 }
 
-pub(super) fn walk<'v>(v: &'v mut Value, path: &[Seg]) -> Result<&'v mut Value, String> {
+/// The first document, which is all kubelet reads; later ones are never
+/// edited.
+fn first_document(text: &str) -> Result<Value, String> {
+    // kubelet's reader skips a leading BOM; serde_norway's keeps it as text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let doc = serde_norway::Deserializer::from_str(text)
+        .next()
+        .ok_or("no document")?;
+    Value::deserialize(doc).map_err(|e| e.to_string())
+}
+
+/// The scalar text for `value` in the given quoting style.
+pub fn encode(value: &str, quoting: Quoting) -> String {
+    match quoting {
+        Quoting::Plain => value.to_string(),
+        Quoting::Single => value.replace('\'', "''"),
+        Quoting::Double => value.replace('\\', "\\\\").replace('"', "\\\""),
+    }
+}
+
+fn walk<'v>(v: &'v mut Value, path: &[Seg]) -> Result<&'v mut Value, String> {
     let mut cur = v;
     for seg in path {
         cur = match seg {

@@ -1,7 +1,8 @@
-//! PEM and X.509 for the webhook's CA bundle and client credentials.
+//! PEM and X.509: CA bundles, certificate chains, private keys, whether a
+//! key belongs to a certificate, and validity times.
 //!
-//! PEM is read with `rustls-pki-types` (the same reader the registry and
-//! health clients use) and certificates with `x509-parser`, which takes
+//! PEM is read with `rustls-pki-types` (the same reader [`super::client`]
+//! uses for the registry and health clients) and certificates with `x509-parser`, which takes
 //! X.509 v1 as Go does (`openssl x509 -req` without extensions makes v1
 //! certificates; webpki refuses them) and reports malformed DER as errors.
 //! Validity times are x509-parser's `ASN1Time`, compared as Unix seconds and
@@ -52,7 +53,7 @@ pub(crate) fn parse_ca(pem: &[u8]) -> Result<CaInfo, String> {
     })
 }
 
-fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("is not valid PEM: {e}"))?;
