@@ -88,9 +88,18 @@ wants=/etc/systemd/system/multi-user.target.wants
 [ ! -e "$wants/staticpin-serve.service" ] && [ ! -L "$wants/staticpin-serve.service" ] ||
   fail "staticpin-serve.service must not be enabled"
 ls -l "$wants/staticpin.service"
+# The installed binary running: a process whose executable is /usr/bin/staticpin
+# (not a test or build elsewhere on this machine that runs its own copy).
+installed_running() {
+  local pid
+  for pid in $(pgrep -x staticpin || true); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/staticpin ] && return 0
+  done
+  return 1
+}
 # No systemd as PID 1 here, so deb-systemd-invoke could start nothing anyway;
 # on a real node postinst's start = false is what keeps it stopped.
-! pgrep -x staticpin >/dev/null || fail "a staticpin process is running after install"
+! installed_running || fail "the installed staticpin is running after install"
 # Same with systemd: the scripts must carry no start, only try-restart.
 dpkg-deb -e "$DEB" "$WORK/control"
 ! grep -E 'deb-systemd-invoke (start|restart) ' "$WORK/control/postinst" || fail "postinst starts a unit"
@@ -131,7 +140,7 @@ grep -q 'revised in 0.1.0-2' /etc/staticpin/config.yaml.dpkg-dist || fail "no co
 [ "$(cat /etc/staticpin/config.d/50-site.yaml)" = 'retries: 5' ] || fail "drop-in changed"
 [ ! -e "$wants/staticpin.service" ] || fail "the upgrade re-enabled a unit the admin disabled"
 staticpin check-config
-! pgrep -x staticpin >/dev/null || fail "a staticpin process is running after upgrade"
+! installed_running || fail "the installed staticpin is running after upgrade"
 
 step "7. remove, then purge; /etc/kubernetes untouched"
 if [ -e /etc/kubernetes/manifests ]; then
