@@ -652,3 +652,68 @@ fn one_shot_pin_uses_the_same_digest_cache() {
     assert_eq!(read(&b), pod("etcd", &format!("{image}@{digest}"), "b2"));
     assert_eq!(read(&c), unseen);
 }
+
+/// Issue 10 in the daemon: each resync checks pinned tags for drift and
+/// reports a new drift once (log, STATUS=, the metrics file), but moves the
+/// pin only when `update: true` is configured.
+#[test]
+fn drift_is_reported_on_resync_and_moved_only_with_update() {
+    let node = Node::new("");
+    let metrics = node.path("textfile/staticpin.prom");
+    std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    let config = node.path("config.yaml");
+    let append = |line: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    };
+    append(&format!("metricsFile: {}", metrics.display()));
+    let old = node.push("app", "v1");
+    let file = node.manifests().join("app.yaml");
+    let image = format!("{}/app:v1", node.reg.host);
+    std::fs::write(&file, pod("app", &image, "a")).unwrap();
+
+    let mut w = watch(&node, &["--resync", "1s"]);
+    w.wait_note("READY=1", 1);
+    let pinned_old = pod("app", &format!("{image}@{old}"), "a");
+    assert_eq!(read(&file), pinned_old);
+
+    // The tag moves on to new content.
+    support::Layout::image(
+        &node.path("layouts/app-v1-b"),
+        "v1",
+        "amd64",
+        "app:v1 again",
+    )
+    .push(&node.reg, "app", "v1", None);
+    let new = support::oracle_digest(&node.reg, "app", "v1", None);
+    assert_ne!(new, old);
+    w.wait_log(&format!(
+        "tag drifted, now names {new}; left pinned (update is off)"
+    ));
+    wait_until(WAIT, || w.last_status().contains("1 drifted").then_some(()))
+        .unwrap_or_else(|| panic!("STATUS never said drifted: {:?}", w.notes()));
+    wait_until(WAIT, || {
+        std::fs::read_to_string(&metrics)
+            .ok()
+            .filter(|m| m.contains("staticpin_images{state=\"drifted\"} 1"))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "metrics never showed the drift: {:?}",
+            std::fs::read_to_string(&metrics)
+        )
+    });
+    // Several resyncs later: logged once, and the pin has not moved.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(w.log().matches("tag drifted").count(), 1, "{}", w.log());
+    assert_eq!(read(&file), pinned_old);
+    assert_eq!(w.terminate().0, Some(0));
+
+    // With update: true the daemon's pass moves the pin to the new digest.
+    append("update: true");
+    let w = watch(&node, &["--resync", "1s"]);
+    wait_file(&file, &pod("app", &format!("{image}@{new}"), "a"), &w);
+}

@@ -34,6 +34,8 @@ use tokio::sync::mpsc;
 
 use crate::backup::BackupStore;
 use crate::config;
+use crate::pass::drift::{self, Drift};
+use crate::pass::metrics::{self, Counters, Metrics};
 use crate::pass::{self, FileError, FileReport, GateRollback, Outcome, Report};
 use crate::registry::cache::{rfc3339, CachingResolver, DigestCache};
 use crate::registry::{self, HttpResolver};
@@ -93,6 +95,14 @@ struct Daemon {
     reload_error: Option<String>,
     pass_errors: Vec<String>,
     writes: u64,
+    /// Registry failures and writes since start, for the metrics file.
+    counters: Counters,
+    /// The next pass also checks every pinned tag for drift (at start and
+    /// on each resync: one HEAD per tag, never a pin).
+    drift_due: bool,
+    /// `file:line reference` → the digest its tag names now, for each image
+    /// found drifted by the last check; logged once when it appears.
+    drifted: BTreeMap<String, String>,
 }
 
 fn roots(setup: &Setup) -> Roots {
@@ -176,6 +186,7 @@ pub async fn run(load: Loader) -> u8 {
             _ = tokio::time::sleep_until(resync_at) => {
                 resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
                 tracing::debug!("periodic resync");
+                d.drift_due = true;
                 pending = true;
             }
             _ = retry_sleep => pending = true,
@@ -248,6 +259,9 @@ impl Daemon {
             reload_error: None,
             pass_errors: Vec::new(),
             writes: 0,
+            counters: Counters::default(),
+            drift_due: true,
+            drifted: BTreeMap::new(),
         }
     }
 
@@ -444,9 +458,14 @@ impl Daemon {
         // Entries due by now were retried by this pass (or their file was
         // left out of it); the report schedules the ones still failing.
         self.retry.retain(|_, r| r.due > now);
+        if self.drift_due {
+            self.drift_due = false;
+            self.check_drift().await;
+        }
         match result {
             Ok(report) => {
                 self.retry.remove(Path::new(LOCK_KEY));
+                self.write_metrics(&report, started.elapsed());
                 self.absorb(report).await;
             }
             Err(e) => {
@@ -456,6 +475,62 @@ impl Daemon {
         }
         tracing::debug!("pass took {:?}", started.elapsed());
         notify::status(&self.status());
+    }
+
+    /// Checks every pinned tag in the manifest directory for drift and
+    /// reports each change once. Moving pins is the pass's job, and only
+    /// with `update: true`; this only looks.
+    async fn check_drift(&mut self) {
+        let dir = vec![self.setup.settings.manifest_dir.clone()];
+        let status = drift::status(
+            &dir,
+            &self.setup.settings.policy,
+            &self.http,
+            self.setup.registry.concurrency,
+        )
+        .await;
+        self.counters.record_status(&status);
+        let mut now = BTreeMap::new();
+        for r in &status.rows {
+            if let Drift::Drifted { now: digest } = &r.drift {
+                let key = format!("{}:{} {}", r.file.display(), r.line, r.reference);
+                now.insert(key, digest.to_string());
+            }
+        }
+        for (key, digest) in &now {
+            if self.drifted.get(key) != Some(digest) {
+                let action = if self.setup.settings.update {
+                    "update is on: the pass re-pins it"
+                } else {
+                    "left pinned (update is off)"
+                };
+                tracing::warn!("{key}: tag drifted, now names {digest}; {action}");
+            }
+        }
+        for key in self.drifted.keys().filter(|k| !now.contains_key(*k)) {
+            tracing::info!("{key}: no longer drifted");
+        }
+        self.drifted = now;
+    }
+
+    /// The metrics file (`metricsFile`) after every pass; drift is the last
+    /// check's, since a pass does not look at pinned tags.
+    fn write_metrics(&mut self, report: &Report, took: Duration) {
+        self.counters.record(report);
+        let Some(file) = self.setup.settings.metrics_file.clone() else {
+            return;
+        };
+        let mut m = Metrics::from_report(
+            report,
+            self.setup.options.admission.is_some(),
+            &self.counters,
+            SystemTime::now(),
+            took,
+        );
+        m.images.drifted = self.drifted.len() as u64;
+        if let Err(e) = metrics::write_textfile(&file, &m) {
+            tracing::warn!("{}: cannot write metrics: {e}", file.display());
+        }
     }
 
     fn schedule(&mut self, path: PathBuf) {
@@ -618,6 +693,9 @@ impl Daemon {
                 in_dir.len()
             )
         };
+        if !self.drifted.is_empty() {
+            s.push_str(&format!("; {} drifted", self.drifted.len()));
+        }
         if self.hold_since.is_some() && !self.hold_warned {
             s.push_str("; holding: kubeadm upgrade in progress");
         }
