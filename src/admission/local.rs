@@ -20,6 +20,7 @@ use rcgen::{
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -126,113 +127,124 @@ pub struct EndCheck {
 /// Whether kube-apiserver (with `client`) and serve (with `serve`) would
 /// complete a handshake, and how long their certificates last.
 pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
-    let mut out = Vec::new();
-    let mut push = |level, check, message: String| {
-        out.push(EndCheck {
-            level,
-            check,
-            message,
-        })
-    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let now = UnixTime::now();
+    let mut out = vec![
+        serving_pair(client, serve, &provider, now),
+        client_pair(client, serve, &provider, now),
+    ];
+    out.extend(expiry_checks(client, serve));
+    out
+}
 
-    // kube-apiserver's side: does its CA accept serve's certificate for the URL's host?
-    match (certs(&client.ca_pem), certs(&serve.cert_pem)) {
-        (Ok(cas), Ok(chain)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(cas);
-            let host = https_host(&client.server)
-                .unwrap_or("")
-                .trim_matches(['[', ']']);
-            let verdict = ServerName::try_from(host.to_string())
-                .map_err(|e| {
-                    format!(
-                        "the kubeconfig server {:?} has no usable host: {e}",
-                        client.server
-                    )
-                })
-                .and_then(|name| {
-                    let v = WebPkiServerVerifier::builder_with_provider(
-                        Arc::new(roots),
-                        provider.clone(),
-                    )
-                    .build()
-                    .map_err(|e| format!("the kubeconfig CA is unusable: {e}"))?;
-                    v.verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                });
-            match verdict {
-                Ok(()) => push(
-                    Level::Pass,
-                    "webhook-serving-pair",
-                    format!("the kubeconfig's CA accepts serve's certificate for {host}"),
-                ),
-                Err(e) => push(
-                    Level::Fail,
-                    "webhook-serving-pair",
-                    format!(
-                        "kube-apiserver would refuse serve's certificate: {e} (the kubeconfig's \
-                         certificate-authority must have signed serve.tlsCert, with {host} as a SAN)"
-                    ),
-                ),
-            }
-        }
-        (Err(e), _) => push(
-            Level::Fail,
-            "webhook-serving-pair",
-            format!("the kubeconfig's CA {e}"),
+fn end_check(level: Level, check: &'static str, message: String) -> EndCheck {
+    EndCheck {
+        level,
+        check,
+        message,
+    }
+}
+
+/// kube-apiserver's side: does its CA accept serve's certificate for the URL's host?
+fn serving_pair(
+    client: &ClientEnd,
+    serve: &ServeEnd,
+    provider: &Arc<CryptoProvider>,
+    now: UnixTime,
+) -> EndCheck {
+    const CHECK: &str = "webhook-serving-pair";
+    let (cas, chain) = match (certs(&client.ca_pem), certs(&serve.cert_pem)) {
+        (Ok(cas), Ok(chain)) => (cas, chain),
+        (Err(e), _) => return end_check(Level::Fail, CHECK, format!("the kubeconfig's CA {e}")),
+        (_, Err(e)) => return end_check(Level::Fail, CHECK, format!("serve.tlsCert {e}")),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(cas);
+    let host = https_host(&client.server)
+        .unwrap_or("")
+        .trim_matches(['[', ']']);
+    let verdict = ServerName::try_from(host.to_string())
+        .map_err(|e| {
+            format!(
+                "the kubeconfig server {:?} has no usable host: {e}",
+                client.server
+            )
+        })
+        .and_then(|name| {
+            let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("the kubeconfig CA is unusable: {e}"))?;
+            v.verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    match verdict {
+        Ok(()) => end_check(
+            Level::Pass,
+            CHECK,
+            format!("the kubeconfig's CA accepts serve's certificate for {host}"),
         ),
-        (_, Err(e)) => push(
+        Err(e) => end_check(
             Level::Fail,
-            "webhook-serving-pair",
-            format!("serve.tlsCert {e}"),
+            CHECK,
+            format!(
+                "kube-apiserver would refuse serve's certificate: {e} (the kubeconfig's \
+                 certificate-authority must have signed serve.tlsCert, with {host} as a SAN)"
+            ),
         ),
     }
+}
 
-    // serve's side: does its client CA accept kube-apiserver's certificate?
-    match (certs(&serve.client_ca_pem), certs(&client.client_cert_pem)) {
-        (Ok(cas), Ok(chain)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(cas);
-            let verdict =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("serve.clientCA is unusable: {e}"))
-                    .and_then(|v| {
-                        v.verify_client_cert(&chain[0], &chain[1..], now)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    });
-            match verdict {
-                Ok(()) => push(
-                    Level::Pass,
-                    "webhook-client-pair",
-                    "serve's client CA accepts the kubeconfig's client certificate".into(),
-                ),
-                Err(e) => push(
-                    Level::Fail,
-                    "webhook-client-pair",
-                    format!(
-                        "serve would refuse kube-apiserver's client certificate: {e} \
-                         (serve.clientCA must have signed the kubeconfig's client-certificate)"
-                    ),
-                ),
-            }
+/// serve's side: does its client CA accept kube-apiserver's certificate?
+fn client_pair(
+    client: &ClientEnd,
+    serve: &ServeEnd,
+    provider: &Arc<CryptoProvider>,
+    now: UnixTime,
+) -> EndCheck {
+    const CHECK: &str = "webhook-client-pair";
+    let (cas, chain) = match (certs(&serve.client_ca_pem), certs(&client.client_cert_pem)) {
+        (Ok(cas), Ok(chain)) => (cas, chain),
+        (Err(e), _) => return end_check(Level::Fail, CHECK, format!("serve.clientCA {e}")),
+        (_, Err(e)) => {
+            return end_check(
+                Level::Fail,
+                CHECK,
+                format!("the kubeconfig's client certificate {e}"),
+            )
         }
-        (Err(e), _) => push(
-            Level::Fail,
-            "webhook-client-pair",
-            format!("serve.clientCA {e}"),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(cas);
+    let verdict = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("serve.clientCA is unusable: {e}"))
+        .and_then(|v| {
+            v.verify_client_cert(&chain[0], &chain[1..], now)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    match verdict {
+        Ok(()) => end_check(
+            Level::Pass,
+            CHECK,
+            "serve's client CA accepts the kubeconfig's client certificate".into(),
         ),
-        (_, Err(e)) => push(
+        Err(e) => end_check(
             Level::Fail,
-            "webhook-client-pair",
-            format!("the kubeconfig's client certificate {e}"),
+            CHECK,
+            format!(
+                "serve would refuse kube-apiserver's client certificate: {e} \
+                 (serve.clientCA must have signed the kubeconfig's client-certificate)"
+            ),
         ),
     }
+}
 
+/// One check per certificate near or past its end; a single pass when none is.
+fn expiry_checks(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
+    const CHECK: &str = "webhook-cert-expiry";
+    let mut out = Vec::new();
     for (what, pem) in [
         ("the kubeconfig's CA", &client.ca_pem),
         (
@@ -244,16 +256,16 @@ pub fn check_ends(client: &ClientEnd, serve: &ServeEnd) -> Vec<EndCheck> {
     ] {
         for der in certs(pem).unwrap_or_default() {
             if let Some((level, message)) = expiry(what, &der) {
-                push(level, "webhook-cert-expiry", message);
+                out.push(end_check(level, CHECK, message));
             }
         }
     }
-    if !out.iter().any(|c| c.check == "webhook-cert-expiry") {
-        out.push(EndCheck {
-            level: Level::Pass,
-            check: "webhook-cert-expiry",
-            message: format!("every certificate is valid for more than {EXPIRY_WARNING_DAYS} days"),
-        });
+    if out.is_empty() {
+        out.push(end_check(
+            Level::Pass,
+            CHECK,
+            format!("every certificate is valid for more than {EXPIRY_WARNING_DAYS} days"),
+        ));
     }
     out
 }

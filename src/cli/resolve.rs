@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{fail, OutputFormat, RegistryArgs, EXIT_FAILED, EXIT_OK};
 use crate::reference::ImageRef;
-use crate::registry::{resolve_all, ErrorKind, HttpResolver, Resolution, ResolveError};
+use crate::registry::{resolve_all, ErrorKind, HttpResolver, Resolution, ResolveError, Settings};
 
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
@@ -33,8 +33,30 @@ pub async fn run(args: ResolveArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let parsed: Vec<Result<ImageRef, ResolveError>> = args
-        .images
+    let results = resolve(settings, &args.images).await;
+
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    for e in results.iter().filter_map(|(_, r)| r.as_ref().err()) {
+        eprintln!("staticpin: {e}");
+    }
+    print(&results, args.output);
+    if failed > 0 {
+        if results.len() > 1 {
+            eprintln!(
+                "staticpin: {failed} of {} images failed to resolve",
+                results.len()
+            );
+        }
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Each image as given, with its outcome, in the order given. Invalid
+/// references fail on their own; only the valid ones reach a registry.
+async fn resolve(settings: Settings, images: &[String]) -> Vec<(String, Outcome)> {
+    let parsed: Vec<Result<ImageRef, ResolveError>> = images
         .iter()
         .map(|s| {
             ImageRef::parse(s).map_err(|e| ResolveError {
@@ -54,13 +76,14 @@ pub async fn run(args: ResolveArgs) -> u8 {
     let mut answers = resolve_all(&resolver, &valid, concurrency)
         .await
         .into_iter();
-    let results: Vec<(String, Outcome)> = parsed
+    parsed
         .into_iter()
-        .zip(&args.images)
+        .zip(images)
         .map(|(p, original)| {
             let result = p.and_then(|image| {
                 let answer = answers.next().expect("one answer per valid reference");
                 answer.map(|res| {
+                    // An already pinned reference is printed as written.
                     let pinned = match image.digest() {
                         Some(_) => image.original().to_string(),
                         None => image.pinned(&res.digest),
@@ -70,13 +93,13 @@ pub async fn run(args: ResolveArgs) -> u8 {
             });
             (original.clone(), result)
         })
-        .collect();
+        .collect()
+}
 
-    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-    for e in results.iter().filter_map(|(_, r)| r.as_ref().err()) {
-        eprintln!("staticpin: {e}");
-    }
-    match args.output {
+/// Text: one pinned reference per line, failures only on stderr. JSON: one
+/// object per image, failures included.
+fn print(results: &[(String, Outcome)], output: OutputFormat) {
+    match output {
         OutputFormat::Text => {
             for (pinned, _) in results.iter().filter_map(|(_, r)| r.as_ref().ok()) {
                 println!("{pinned}");
@@ -105,16 +128,5 @@ pub async fn run(args: ResolveArgs) -> u8 {
                 serde_json::to_string_pretty(&items).expect("JSON of plain values")
             );
         }
-    }
-    if failed > 0 {
-        if results.len() > 1 {
-            eprintln!(
-                "staticpin: {failed} of {} images failed to resolve",
-                results.len()
-            );
-        }
-        EXIT_FAILED
-    } else {
-        EXIT_OK
     }
 }

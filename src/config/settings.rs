@@ -208,65 +208,161 @@ impl Default for Settings {
 impl Settings {
     /// Applies defaults to every unset key and validates every set one.
     pub fn from_fragment(fragment: Fragment) -> Result<Settings, ConfigError> {
-        let invalid = |key: &str, reason: String| {
-            let base = key.split('[').next().unwrap_or(key);
-            ConfigError::Invalid {
-                origin: fragment.origin(base),
-                key: key.to_string(),
-                reason,
-            }
-        };
-        let path = |key: &str, value: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
-            match value {
-                Some(p) => check_path(&p)
-                    .map(|()| Some(p))
-                    .map_err(|r| invalid(key, r)),
-                None => Ok(None),
-            }
-        };
-        let timeout = |key: &str, value: Option<Duration>, default: Duration| match value {
-            Some(d) => duration::check_timeout(d).map_err(|r| invalid(key, r)),
-            None => Ok(default),
-        };
-
+        let c = Check(&fragment);
         let defaults = Settings::default();
-        let keep_backups = match fragment.keep_backups {
-            Some(0) => return Err(invalid("keepBackups", "must be at least 1, got 0".into())),
+        // The groups run in the order the keys were always checked, so a
+        // fragment with several bad keys still reports the same first one.
+        let (keep_backups, concurrency) = c.limits(&defaults)?;
+        let (certs_dirs, insecure_registries) = c.registry_hosts(&defaults)?;
+        let (manifest_dir, backup_dir) = c.dirs(&defaults)?;
+        let admission = c.admission(&defaults)?;
+        let serve = c.serve(&defaults)?;
+        let policy = c.policy()?;
+        let metrics_file = c.path("metricsFile", fragment.metrics_file.clone())?;
+
+        Ok(Settings {
+            manifest_dir,
+            backup_dir,
+            keep_backups,
+            docker_config: c.path("dockerConfig", fragment.docker_config.clone())?,
+            kubelet_root_dir: c
+                .path("kubeletRootDir", fragment.kubelet_root_dir.clone())?
+                .unwrap_or(defaults.kubelet_root_dir),
+            certs_dirs,
+            insecure_registries,
+            timeout: c.timeout("timeout", fragment.timeout, defaults.timeout)?,
+            connect_timeout: c.timeout(
+                "connectTimeout",
+                fragment.connect_timeout,
+                defaults.connect_timeout,
+            )?,
+            deadline: c.timeout("deadline", fragment.deadline, defaults.deadline)?,
+            lock_file: c
+                .path("lockFile", fragment.lock_file.clone())?
+                .unwrap_or(defaults.lock_file),
+            retries: fragment.retries.unwrap_or(defaults.retries),
+            concurrency,
+            digest_only: fragment.digest_only.unwrap_or(defaults.digest_only),
+            admission,
+            serve,
+            policy,
+            metrics_file,
+            update: fragment.update.unwrap_or(defaults.update),
+            state_dir: c
+                .path("stateDir", fragment.state_dir.clone())?
+                .unwrap_or(defaults.state_dir),
+            debounce: c.timeout("debounce", fragment.debounce, defaults.debounce)?,
+            resync: c.timeout("resync", fragment.resync, defaults.resync)?,
+            kubeadm_tmp_dir: c
+                .path("kubeadmTmpDir", fragment.kubeadm_tmp_dir.clone())?
+                .unwrap_or(defaults.kubeadm_tmp_dir),
+            health_gate: fragment.health_gate.unwrap_or(defaults.health_gate),
+            offline: fragment.offline.unwrap_or(defaults.offline),
+        })
+    }
+}
+
+/// Validates one fragment's keys, one group at a time; every error it makes
+/// names the file (or flag) the offending key came from.
+struct Check<'a>(&'a Fragment);
+
+impl Check<'_> {
+    fn invalid(&self, key: &str, reason: String) -> ConfigError {
+        // `certsDirs[2]` was set by whoever set `certsDirs`.
+        let base = key.split('[').next().unwrap_or(key);
+        ConfigError::Invalid {
+            origin: self.0.origin(base),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    fn path(&self, key: &str, value: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+        match value {
+            Some(p) => check_path(&p)
+                .map(|()| Some(p))
+                .map_err(|r| self.invalid(key, r)),
+            None => Ok(None),
+        }
+    }
+
+    fn timeout(
+        &self,
+        key: &str,
+        value: Option<Duration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(d) => duration::check_timeout(d).map_err(|r| self.invalid(key, r)),
+            None => Ok(default),
+        }
+    }
+
+    fn listen(
+        &self,
+        key: &str,
+        value: &Option<String>,
+        default: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        match value {
+            Some(s) => check_loopback_listen(s).map_err(|r| self.invalid(key, r)),
+            None => Ok(default),
+        }
+    }
+
+    /// `keepBackups` and `concurrency`.
+    fn limits(&self, defaults: &Settings) -> Result<(u32, usize), ConfigError> {
+        let keep_backups = match self.0.keep_backups {
+            Some(0) => return Err(self.invalid("keepBackups", "must be at least 1, got 0".into())),
             Some(n) => n,
             None => defaults.keep_backups,
         };
-        let concurrency = match fragment.concurrency {
-            Some(n) => check_concurrency(n).map_err(|r| invalid("concurrency", r))?,
+        let concurrency = match self.0.concurrency {
+            Some(n) => check_concurrency(n).map_err(|r| self.invalid("concurrency", r))?,
             None => defaults.concurrency,
         };
-        let certs_dirs = match &fragment.certs_dirs {
+        Ok((keep_backups, concurrency))
+    }
+
+    /// `certsDirs` and `insecureRegistries`: per-registry TLS settings.
+    fn registry_hosts(
+        &self,
+        defaults: &Settings,
+    ) -> Result<(Vec<PathBuf>, Vec<String>), ConfigError> {
+        let certs_dirs = match &self.0.certs_dirs {
             Some(dirs) => {
                 for (i, d) in dirs.iter().enumerate() {
-                    check_path(d).map_err(|r| invalid(&format!("certsDirs[{i}]"), r))?;
+                    check_path(d).map_err(|r| self.invalid(&format!("certsDirs[{i}]"), r))?;
                 }
                 dirs.clone()
             }
-            None => defaults.certs_dirs,
+            None => defaults.certs_dirs.clone(),
         };
-        let insecure_registries = match &fragment.insecure_registries {
+        let insecure_registries = match &self.0.insecure_registries {
             Some(hosts) => {
                 for (i, h) in hosts.iter().enumerate() {
                     check_registry_host(h)
-                        .map_err(|r| invalid(&format!("insecureRegistries[{i}]"), r))?;
+                        .map_err(|r| self.invalid(&format!("insecureRegistries[{i}]"), r))?;
                 }
                 hosts.clone()
             }
-            None => defaults.insecure_registries,
+            None => defaults.insecure_registries.clone(),
         };
-        let admission = fragment.admission.clone().unwrap_or_default();
-        let manifest_dir =
-            path("manifestDir", fragment.manifest_dir.clone())?.unwrap_or(defaults.manifest_dir);
-        let backup_dir =
-            path("backupDir", fragment.backup_dir.clone())?.unwrap_or(defaults.backup_dir);
+        Ok((certs_dirs, insecure_registries))
+    }
+
+    /// `manifestDir` and `backupDir`, which must never be the same.
+    fn dirs(&self, defaults: &Settings) -> Result<(PathBuf, PathBuf), ConfigError> {
+        let manifest_dir = self
+            .path("manifestDir", self.0.manifest_dir.clone())?
+            .unwrap_or_else(|| defaults.manifest_dir.clone());
+        let backup_dir = self
+            .path("backupDir", self.0.backup_dir.clone())?
+            .unwrap_or_else(|| defaults.backup_dir.clone());
         // kubelet runs every file in its manifest directory (it does not
         // recurse), so backups there would start as duplicate pods.
         if backup_dir == manifest_dir {
-            return Err(invalid(
+            return Err(self.invalid(
                 "backupDir",
                 format!(
                     "must not be manifestDir ({}): kubelet would run the backups",
@@ -274,36 +370,45 @@ impl Settings {
                 ),
             ));
         }
+        Ok((manifest_dir, backup_dir))
+    }
+
+    /// `admission.*`: a config file whenever wiring is enabled.
+    fn admission(&self, defaults: &Settings) -> Result<AdmissionSettings, ConfigError> {
+        let admission = self.0.admission.clone().unwrap_or_default();
         let enabled = admission.enabled.unwrap_or(defaults.admission.enabled);
-        let config_file = path("admission.configFile", admission.config_file)?;
+        let config_file = self.path("admission.configFile", admission.config_file)?;
         if enabled && config_file.is_none() {
             // Blame the file that turned it on: that is where the key is missing.
             return Err(ConfigError::Invalid {
-                origin: fragment.origin("admission.enabled"),
+                origin: self.0.origin("admission.enabled"),
                 key: "admission.configFile".into(),
                 reason: "must be set when admission.enabled is true".into(),
             });
         }
+        Ok(AdmissionSettings {
+            enabled,
+            config_file,
+        })
+    }
 
-        let serve_fragment = fragment.serve.clone().unwrap_or_default();
-        let listen = |key: &str, value: &Option<String>, default: SocketAddr| match value {
-            Some(s) => check_loopback_listen(s).map_err(|r| invalid(key, r)),
-            None => Ok(default),
-        };
+    /// `serve.*`: loopback listeners that never share a port.
+    fn serve(&self, defaults: &Settings) -> Result<ServeSettings, ConfigError> {
+        let serve_fragment = self.0.serve.clone().unwrap_or_default();
         let serve = ServeSettings {
-            listen: listen(
+            listen: self.listen(
                 "serve.listen",
                 &serve_fragment.listen,
                 defaults.serve.listen,
             )?,
-            metrics_listen: listen(
+            metrics_listen: self.listen(
                 "serve.metricsListen",
                 &serve_fragment.metrics_listen,
                 defaults.serve.metrics_listen,
             )?,
-            tls_cert: path("serve.tlsCert", serve_fragment.tls_cert.clone())?,
-            tls_key: path("serve.tlsKey", serve_fragment.tls_key.clone())?,
-            client_ca: path("serve.clientCA", serve_fragment.client_ca.clone())?,
+            tls_cert: self.path("serve.tlsCert", serve_fragment.tls_cert.clone())?,
+            tls_key: self.path("serve.tlsKey", serve_fragment.tls_key.clone())?,
+            client_ca: self.path("serve.clientCA", serve_fragment.client_ca.clone())?,
             mode: serve_fragment.mode.unwrap_or_default(),
         };
         if serve.listen == serve.metrics_listen {
@@ -313,7 +418,7 @@ impl Settings {
             } else {
                 ("serve.listen", "serve.metricsListen")
             };
-            return Err(invalid(
+            return Err(self.invalid(
                 key,
                 format!(
                     "must differ from {other} ({}): metrics are never served on the decision port",
@@ -321,49 +426,15 @@ impl Settings {
                 ),
             ));
         }
-        let policy = Policy::from_raw(&fragment.policy.clone().unwrap_or_default()).map_err(
-            |e| match e {
-                PolicyError::Invalid { key, reason } => invalid(&key, reason),
-                other => invalid("policy", other.to_string()),
-            },
-        )?;
-        let metrics_file = path("metricsFile", fragment.metrics_file.clone())?;
+        Ok(serve)
+    }
 
-        Ok(Settings {
-            manifest_dir,
-            backup_dir,
-            keep_backups,
-            docker_config: path("dockerConfig", fragment.docker_config.clone())?,
-            kubelet_root_dir: path("kubeletRootDir", fragment.kubelet_root_dir.clone())?
-                .unwrap_or(defaults.kubelet_root_dir),
-            certs_dirs,
-            insecure_registries,
-            timeout: timeout("timeout", fragment.timeout, defaults.timeout)?,
-            connect_timeout: timeout(
-                "connectTimeout",
-                fragment.connect_timeout,
-                defaults.connect_timeout,
-            )?,
-            deadline: timeout("deadline", fragment.deadline, defaults.deadline)?,
-            lock_file: path("lockFile", fragment.lock_file.clone())?.unwrap_or(defaults.lock_file),
-            retries: fragment.retries.unwrap_or(defaults.retries),
-            concurrency,
-            digest_only: fragment.digest_only.unwrap_or(defaults.digest_only),
-            admission: AdmissionSettings {
-                enabled,
-                config_file,
-            },
-            serve,
-            policy,
-            metrics_file,
-            update: fragment.update.unwrap_or(defaults.update),
-            state_dir: path("stateDir", fragment.state_dir.clone())?.unwrap_or(defaults.state_dir),
-            debounce: timeout("debounce", fragment.debounce, defaults.debounce)?,
-            resync: timeout("resync", fragment.resync, defaults.resync)?,
-            kubeadm_tmp_dir: path("kubeadmTmpDir", fragment.kubeadm_tmp_dir.clone())?
-                .unwrap_or(defaults.kubeadm_tmp_dir),
-            health_gate: fragment.health_gate.unwrap_or(defaults.health_gate),
-            offline: fragment.offline.unwrap_or(defaults.offline),
+    /// `policy.*`: the policy engine owns its own checks; its errors keep
+    /// their key so the origin is the file that set it.
+    fn policy(&self) -> Result<Policy, ConfigError> {
+        Policy::from_raw(&self.0.policy.clone().unwrap_or_default()).map_err(|e| match e {
+            PolicyError::Invalid { key, reason } => self.invalid(&key, reason),
+            other => self.invalid("policy", other.to_string()),
         })
     }
 }

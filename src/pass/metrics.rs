@@ -184,15 +184,17 @@ impl Metrics {
     /// TYPE for every metric family.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
+        self.render_state(&mut out);
+        self.render_last_pass(&mut out);
+        self.render_counters(&mut out);
+        out
+    }
+
+    /// The gauges describing the manifests as the last pass left them.
+    fn render_state(&self, out: &mut String) {
         let i = &self.images;
         family(
+            out,
             "staticpin_images",
             "gauge",
             "Images in the static pod manifests by state; an image can be in several states.",
@@ -205,6 +207,7 @@ impl Metrics {
         );
         let m = &self.manifests;
         family(
+            out,
             "staticpin_manifests",
             "gauge",
             "Static pod manifest files by outcome of the last pass.",
@@ -214,32 +217,41 @@ impl Metrics {
                 (label1("state", "skipped"), m.skipped.to_string()),
             ],
         );
+        // Absent rather than 0 when the pass never looked at kube-apiserver.yaml.
         if let Some(wired) = self.apiserver_wired {
             family(
+                out,
                 "staticpin_apiserver_wired",
                 "gauge",
                 "Whether kube-apiserver.yaml is wired for ImagePolicyWebhook (1) or not (0).",
                 &[(String::new(), u8::from(wired).to_string())],
             );
         }
+    }
+
+    /// When the last pass ended, whether it succeeded and how long it took.
+    fn render_last_pass(&self, out: &mut String) {
         let ended = self
             .last_pass
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
         family(
+            out,
             "staticpin_last_pass_timestamp_seconds",
             "gauge",
             "When the last pass ended, in seconds since the Unix epoch.",
             &[(String::new(), format!("{ended:.3}"))],
         );
         family(
+            out,
             "staticpin_last_pass_success",
             "gauge",
             "Whether the last pass succeeded for every file (1) or not (0).",
             &[(String::new(), u8::from(self.last_pass_success).to_string())],
         );
         family(
+            out,
             "staticpin_last_pass_duration_seconds",
             "gauge",
             "How long the last pass took, in seconds.",
@@ -248,6 +260,10 @@ impl Metrics {
                 format!("{:.3}", self.last_pass_duration.as_secs_f64()),
             )],
         );
+    }
+
+    /// The per-process counters.
+    fn render_counters(&self, out: &mut String) {
         let errors: Vec<(String, String)> = self
             .counters
             .resolve_errors
@@ -264,18 +280,29 @@ impl Metrics {
             })
             .collect();
         family(
+            out,
             "staticpin_resolve_errors_total",
             "counter",
             "Failed image resolutions by registry and error kind since staticpin started.",
             &errors,
         );
         family(
+            out,
             "staticpin_manifest_writes_total",
             "counter",
             "Manifest files written since staticpin started.",
             &[(String::new(), self.counters.manifest_writes.to_string())],
         );
-        out
+    }
+}
+
+/// One metric family: HELP and TYPE, then its samples as `(labels, value)`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
     }
 }
 

@@ -209,34 +209,7 @@ pub fn plan(
             &policy::evaluate_registry(image, &options.policy),
         );
         match answers.next() {
-            Some(Ok(res)) if image.digest().is_some() => {
-                // Only `--update` asks for a pinned image's tag; otherwise
-                // the answer is the pinned digest itself and nothing moves.
-                let moved = options.update && image.digest() != Some(&res.digest);
-                if let (true, Some(tagged)) = (moved, without_digest(image)) {
-                    let new_value = tagged.pinned(&res.digest);
-                    item.pinned = Some(new_value.clone());
-                    item.drifted = true;
-                    item.via = res.via.clone();
-                    edits.push(Edit {
-                        site: site.clone(),
-                        new_value,
-                    });
-                }
-            }
-            Some(Ok(res)) => {
-                item.via = res.via.clone();
-                let new_value = if options.digest_only {
-                    image.pinned_digest_only(&res.digest)
-                } else {
-                    image.pinned(&res.digest)
-                };
-                item.pinned = Some(new_value.clone());
-                edits.push(Edit {
-                    site: site.clone(),
-                    new_value,
-                });
-            }
+            Some(Ok(res)) => edits.extend(edit_for(site, image, &res, options, &mut item)),
             Some(Err(e)) => {
                 item.error = Some(e.clone());
                 errors.push(e);
@@ -253,15 +226,7 @@ pub fn plan(
     if !errors.is_empty() {
         return Err((FileError::Resolve(errors), images));
     }
-    let mut new_text = l.text.clone();
-    if !edits.is_empty() {
-        new_text = apply(&l.text, &edits);
-        // Before verify: a result kubelet would reject is refused whatever it says.
-        check_size(&new_text).map_err(|e| (e, images.clone()))?;
-        if let Err(why) = verify(&l.text, &new_text, &edits) {
-            return Err((FileError::Verify(why), images));
-        }
-    }
+    let mut new_text = edited(&l.text, &edits).map_err(|e| (e, images.clone()))?;
     let mut admission = Vec::new();
     let mut wired = false;
     if let (Some(req), true) = (&options.admission, l.is_apiserver) {
@@ -282,6 +247,54 @@ pub fn plan(
         wired,
         admission,
     })
+}
+
+/// The edit one resolver answer asks for, if any, noted in `item`.
+fn edit_for(
+    site: &ImageSite,
+    image: &ImageRef,
+    res: &Resolution,
+    options: &Options,
+    item: &mut ImageReport,
+) -> Option<Edit> {
+    if image.digest().is_some() {
+        // Only `--update` asks for a pinned image's tag; otherwise
+        // the answer is the pinned digest itself and nothing moves.
+        let moved = options.update && image.digest() != Some(&res.digest);
+        let tagged = without_digest(image).filter(|_| moved)?;
+        let new_value = tagged.pinned(&res.digest);
+        item.pinned = Some(new_value.clone());
+        item.drifted = true;
+        item.via = res.via.clone();
+        return Some(Edit {
+            site: site.clone(),
+            new_value,
+        });
+    }
+    item.via = res.via.clone();
+    let new_value = if options.digest_only {
+        image.pinned_digest_only(&res.digest)
+    } else {
+        image.pinned(&res.digest)
+    };
+    item.pinned = Some(new_value.clone());
+    Some(Edit {
+        site: site.clone(),
+        new_value,
+    })
+}
+
+/// `text` with `edits` applied and proven to change nothing else; `text`
+/// itself when there is nothing to edit.
+fn edited(text: &str, edits: &[Edit]) -> Result<String, FileError> {
+    if edits.is_empty() {
+        return Ok(text.to_string());
+    }
+    let new_text = apply(text, edits);
+    // Before verify: a result kubelet would reject is refused whatever it says.
+    check_size(&new_text)?;
+    verify(text, &new_text, edits).map_err(FileError::Verify)?;
+    Ok(new_text)
 }
 
 /// kubelet rejects a manifest of 10 MiB or more; pinning adds 72 bytes per image.

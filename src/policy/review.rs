@@ -592,17 +592,47 @@ pub fn decide(request: &ReviewRequest, policy: &Policy, mode: Mode) -> Decision 
         return decision;
     }
     if policy.is_exempt(&request.namespace) {
-        decision.outcome = Outcome::ExemptNamespace;
-        decision.reason = format!(
-            "namespace {:?} is exempt (policy.exemptNamespaces)",
-            request.namespace
-        );
-        decision
-            .audit_annotations
-            .insert("exempt-namespace".into(), request.namespace.clone());
+        exempt(&mut decision);
         return decision;
     }
 
+    evaluate(&mut decision, request, policy);
+    let denied: Vec<&Verdict> = decision.verdicts.iter().filter(|v| !v.allowed()).collect();
+    let Some(rule) = denied.first().and_then(|v| v.reason()) else {
+        return decision;
+    };
+    let denial = denial_text(&denied, decision.verdicts.len());
+
+    if policy.allow_break_glass {
+        if let Some(why) = break_glass_reason(request) {
+            break_glass(&mut decision, rule, why, &denial);
+            return decision;
+        }
+    }
+    if mode == Mode::Audit {
+        audit_only(&mut decision, rule, &denial);
+        return decision;
+    }
+    deny(&mut decision, rule, &denial, request, policy);
+    decision
+}
+
+/// The step for a namespace the policy never reviews; the audit annotation
+/// keeps the exemption visible in kube-apiserver's audit log.
+fn exempt(decision: &mut Decision) {
+    decision.outcome = Outcome::ExemptNamespace;
+    decision.reason = format!(
+        "namespace {:?} is exempt (policy.exemptNamespaces)",
+        decision.namespace
+    );
+    decision
+        .audit_annotations
+        .insert("exempt-namespace".into(), decision.namespace.clone());
+}
+
+/// Judges every image; untrusted-but-allowed ones are surfaced as a warning
+/// and an audit annotation even when the pod is admitted.
+fn evaluate(decision: &mut Decision, request: &ReviewRequest, policy: &Policy) {
     decision.verdicts = request
         .images
         .iter()
@@ -624,55 +654,65 @@ pub fn decide(request: &ReviewRequest, policy: &Policy, mode: Mode) -> Decision 
             MAX_WARNING_LEN,
         ));
     }
+}
 
-    let denied: Vec<&Verdict> = decision.verdicts.iter().filter(|v| !v.allowed()).collect();
-    let Some(rule) = denied.first().and_then(|v| v.reason()) else {
-        return decision;
-    };
-    let denial = denial_text(&denied, decision.verdicts.len());
-
-    let glass = request
+/// The pod's break-glass reason; a blank one counts as none, so an empty
+/// annotation can never wave a denied image through.
+fn break_glass_reason(request: &ReviewRequest) -> Option<&str> {
+    request
         .annotations
         .get(BREAK_GLASS_ANNOTATION)
         .map(|v| v.trim())
-        .filter(|v| !v.is_empty());
-    if policy.allow_break_glass {
-        if let Some(why) = glass {
-            let why = bounded(why, MAX_ANNOTATION_VALUE);
-            decision.outcome = Outcome::BreakGlass(rule);
-            decision.loud = true;
-            decision.reason = bounded(
-                &format!("break-glass ({why:?}) admitted: {denial}"),
-                MAX_REASON_LEN,
-            );
-            decision
-                .audit_annotations
-                .insert("break-glass".into(), why.clone());
-            decision
-                .audit_annotations
-                .insert("would-deny".into(), bounded(&denial, MAX_ANNOTATION_VALUE));
-            decision.warnings.push(bounded(
-                &format!("break-glass used: {why:?}"),
-                MAX_WARNING_LEN,
-            ));
-            decision.warnings.truncate(MAX_WARNINGS);
-            return decision;
-        }
-    }
-    if mode == Mode::Audit {
-        decision.outcome = Outcome::AuditOnly(rule);
-        decision.reason = bounded(&format!("audit mode, would deny: {denial}"), MAX_REASON_LEN);
-        decision
-            .audit_annotations
-            .insert("would-deny".into(), bounded(&denial, MAX_ANNOTATION_VALUE));
-        decision.warnings.insert(
-            0,
-            bounded(&format!("would be denied: {denial}"), MAX_WARNING_LEN),
-        );
-        decision.warnings.truncate(MAX_WARNINGS);
-        return decision;
-    }
+        .filter(|v| !v.is_empty())
+}
 
+/// Admits a denied pod loudly: the reason and what would have been denied
+/// go to the audit log and back to the user.
+fn break_glass(decision: &mut Decision, rule: Rule, why: &str, denial: &str) {
+    let why = bounded(why, MAX_ANNOTATION_VALUE);
+    decision.outcome = Outcome::BreakGlass(rule);
+    decision.loud = true;
+    decision.reason = bounded(
+        &format!("break-glass ({why:?}) admitted: {denial}"),
+        MAX_REASON_LEN,
+    );
+    decision
+        .audit_annotations
+        .insert("break-glass".into(), why.clone());
+    decision
+        .audit_annotations
+        .insert("would-deny".into(), bounded(denial, MAX_ANNOTATION_VALUE));
+    decision.warnings.push(bounded(
+        &format!("break-glass used: {why:?}"),
+        MAX_WARNING_LEN,
+    ));
+    decision.warnings.truncate(MAX_WARNINGS);
+}
+
+/// Admits a denied pod in audit mode; the would-be denial goes first among
+/// the warnings so truncation never drops it.
+fn audit_only(decision: &mut Decision, rule: Rule, denial: &str) {
+    decision.outcome = Outcome::AuditOnly(rule);
+    decision.reason = bounded(&format!("audit mode, would deny: {denial}"), MAX_REASON_LEN);
+    decision
+        .audit_annotations
+        .insert("would-deny".into(), bounded(denial, MAX_ANNOTATION_VALUE));
+    decision.warnings.insert(
+        0,
+        bounded(&format!("would be denied: {denial}"), MAX_WARNING_LEN),
+    );
+    decision.warnings.truncate(MAX_WARNINGS);
+}
+
+/// Denies; a break-glass annotation that did not apply says why in the
+/// reason, so the user is not left guessing.
+fn deny(
+    decision: &mut Decision,
+    rule: Rule,
+    denial: &str,
+    request: &ReviewRequest,
+    policy: &Policy,
+) {
     let hint = if request.annotations.contains_key(BREAK_GLASS_ANNOTATION) {
         if !policy.allow_break_glass {
             " (break-glass is not enabled: policy.allowBreakGlass is false)"
@@ -684,8 +724,7 @@ pub fn decide(request: &ReviewRequest, policy: &Policy, mode: Mode) -> Decision 
     };
     decision.allowed = false;
     decision.outcome = Outcome::Denied(rule);
-    decision.reason = bounded_with_tail(&denial, hint, MAX_REASON_LEN);
-    decision
+    decision.reason = bounded_with_tail(denial, hint, MAX_REASON_LEN);
 }
 
 /// `N of M images denied: <first message>; <second>…`, bounded.

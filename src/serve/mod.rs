@@ -152,46 +152,11 @@ pub async fn run(opts: Options) -> Result<(), String> {
         tokio::select! {
             accepted = accept(&listener, &conns) => {
                 let Some((tcp, peer, permit)) = accepted else { continue };
-                let acceptor = TlsAcceptor::from(shared.current().tls.clone());
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                let timeouts = opts.timeouts;
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _ = tcp.set_nodelay(true);
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            shared.metrics.handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!("TLS handshake with {peer} refused: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            shared.metrics.handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!("TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    };
-                    let handler_shared = shared.clone();
-                    conn::serve(
-                        tls,
-                        move |req| http::decisions(req, handler_shared.clone()),
-                        timeouts,
-                        stop,
-                        peer,
-                    )
-                    .await;
-                });
+                spawn_decisions(tcp, peer, permit, &shared, &stop_rx, opts.timeouts);
             }
             accepted = accept(&metrics_listener, &metrics_conns) => {
                 let Some((tcp, peer, permit)) = accepted else { continue };
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                let timeouts = opts.timeouts;
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    conn::serve(tcp, move |req| http::health(req, shared.clone()), timeouts, stop, peer).await;
-                });
+                spawn_health(tcp, peer, permit, &shared, &stop_rx, opts.timeouts);
             }
             _ = hup.recv() => reload(&opts, &shared, listen, metrics_listen),
             _ = term.recv() => break,
@@ -204,13 +169,92 @@ pub async fn run(opts: Options) -> Result<(), String> {
     drop(listener);
     drop(metrics_listener);
     let _ = stop_tx.send(true);
-    let all = u32::try_from(opts.max_connections.max(1)).unwrap_or(u32::MAX);
+    drain(&conns, opts.max_connections).await;
+    tracing::warn!("stopped");
+    Ok(())
+}
+
+/// Serves one decision connection on its own task: TLS first (bounded, so a
+/// silent peer cannot hold a permit), then requests until it closes or we stop.
+fn spawn_decisions(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    timeouts: conn::Timeouts,
+) {
+    use std::sync::atomic::Ordering;
+    // The acceptor is taken now, so a reload never changes a handshake midway.
+    let acceptor = TlsAcceptor::from(shared.current().tls.clone());
+    let shared = shared.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                shared
+                    .metrics
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("TLS handshake with {peer} refused: {e}");
+                return;
+            }
+            Err(_) => {
+                shared
+                    .metrics
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("TLS handshake with {peer} timed out");
+                return;
+            }
+        };
+        let handler_shared = shared.clone();
+        conn::serve(
+            tls,
+            move |req| http::decisions(req, handler_shared.clone()),
+            timeouts,
+            stop,
+            peer,
+        )
+        .await;
+    });
+}
+
+/// Serves one `/healthz` and `/metrics` connection on its own task.
+fn spawn_health(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    timeouts: conn::Timeouts,
+) {
+    let shared = shared.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        conn::serve(
+            tcp,
+            move |req| http::health(req, shared.clone()),
+            timeouts,
+            stop,
+            peer,
+        )
+        .await;
+    });
+}
+
+/// Waits until every decision connection has given back its permit, or
+/// [`DRAIN_TIMEOUT`] passes: systemd would kill us soon after anyway.
+async fn drain(conns: &Semaphore, max_connections: usize) {
+    let all = u32::try_from(max_connections.max(1)).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}");
     }
-    tracing::warn!("stopped");
-    Ok(())
 }
 
 /// A permit, then a connection: at the bound, new connections wait in the
