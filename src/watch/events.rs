@@ -1,7 +1,8 @@
 //! File events, sorted into what the daemon does about them.
 //!
-//! The debouncer hands over batches of events already merged per path (see
-//! notify-debouncer-full); here each is classified:
+//! The watcher hands over raw inotify events one by one, in order (the
+//! daemon's loop debounces the passes they ask for); here each is
+//! classified:
 //!
 //! - reads (`Access(Open)`, raised by kubelet's 20 s relist and by the
 //!   daemon's own reads) and dotfiles (staticpin's and kubeadm's temp files)
@@ -57,7 +58,7 @@ pub struct Roots {
 }
 
 /// Whether an event can matter at all; the rest (reads) are dropped on the
-/// debouncer's thread, so kubelet's relist never wakes the daemon.
+/// watcher's thread, so kubelet's relist never wakes the daemon.
 pub fn relevant(e: &Event) -> bool {
     e.need_rescan()
         || !matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))

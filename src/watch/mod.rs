@@ -5,8 +5,9 @@
 //! compare-and-swap commit, gate, report, pruning), fed by:
 //!
 //! - [`events`]: inotify events on the manifest directory (and its parent,
-//!   the kubeadm tmp dir and the admission directory), debounced, reads and
-//!   dotfiles dropped, files still being written held back;
+//!   the kubeadm tmp dir and the admission directory), reads and dotfiles
+//!   dropped, files still being written held back, debounced here on a
+//!   tokio timer (no thread ticks while idle);
 //! - [`upgrade`]: no writes while `kubeadm upgrade` runs (bounded hold);
 //! - [`backoff`]: transient failures retried 1 s doubling to 5 min;
 //! - [`memory`]: a kube-apiserver change the health gate rolled back is not
@@ -27,8 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use ::notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -54,11 +54,41 @@ pub struct Setup {
 pub type Loader = Box<dyn Fn() -> Result<Setup, String>>;
 
 enum Msg {
-    Events(Vec<notify_debouncer_full::notify::Event>),
-    Errors(Vec<String>),
+    Event(::notify::Event),
+    Error(String),
 }
 
-type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+/// A burst of events that never goes quiet still gets a pass after this
+/// many debounce periods.
+const MAX_SETTLE: u32 = 4;
+
+/// The debounce: a pass once events have been quiet for `debounce`, or
+/// `MAX_SETTLE` debounces after the first one. A deadline, not a ticking
+/// thread, so an idle daemon sleeps until the resync.
+#[derive(Default)]
+struct Settle {
+    first: Option<tokio::time::Instant>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Settle {
+    fn poke(&mut self, debounce: Duration) {
+        let now = tokio::time::Instant::now();
+        let first = *self.first.get_or_insert(now);
+        self.due = Some((now + debounce).min(first + debounce * MAX_SETTLE));
+    }
+
+    async fn quiet(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Settle::default();
+    }
+}
 
 /// Per-file state as last logged, so each change is logged once.
 #[derive(Debug, Default)]
@@ -84,7 +114,7 @@ struct Daemon {
     store: BackupStore,
     tracker: Tracker,
     roots: Roots,
-    watcher: Option<Watcher>,
+    watcher: Option<RecommendedWatcher>,
     tx: mpsc::UnboundedSender<Msg>,
     files: BTreeMap<PathBuf, FileState>,
     retry: BTreeMap<PathBuf, Retry>,
@@ -139,6 +169,7 @@ pub async fn run(load: Loader) -> u8 {
     d.arm();
     let mut watchdog = Watchdog::new(notify::watchdog_interval());
     let mut pending = true;
+    let mut settle = Settle::default();
     let mut ready = false;
     let mut resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
     loop {
@@ -164,25 +195,31 @@ pub async fn run(load: Loader) -> u8 {
         };
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::Events(evs)) => {
-                    let wake = d.tracker.classify(&d.roots, evs.iter());
+                Some(Msg::Event(e)) => {
+                    // Classified as it comes, in order, so the write marks
+                    // follow each file; only the pass waits for quiet.
+                    let wake = d.tracker.classify(&d.roots, [&e]);
                     if wake.rearm {
                         d.arm();
                     }
                     if wake.admission {
                         tracing::warn!("admission files changed; checking them again");
                     }
-                    pending |= wake.any();
-                }
-                Some(Msg::Errors(errors)) => {
-                    for e in errors {
-                        tracing::warn!("file watch error: {e}; running a full pass");
+                    if wake.any() {
+                        settle.poke(d.setup.settings.debounce);
                     }
+                }
+                Some(Msg::Error(e)) => {
+                    tracing::warn!("file watch error: {e}; running a full pass");
                     d.tracker.forget_all();
-                    pending = true;
+                    settle.poke(d.setup.settings.debounce);
                 }
                 None => {}
             },
+            () = settle.quiet() => {
+                settle.clear();
+                pending = true;
+            }
             _ = tokio::time::sleep_until(resync_at) => {
                 resync_at = tokio::time::Instant::now() + d.setup.settings.resync;
                 tracing::debug!("periodic resync");
@@ -269,29 +306,20 @@ impl Daemon {
     /// a directory that is missing, replaced or renamed is seen coming
     /// back), the kubeadm tmp dir and its parent, and the admission dir.
     fn arm(&mut self) {
-        // Dropping the old debouncer stops its thread and its watches.
+        // Dropping the old watcher stops its thread and its watches.
         self.watcher = None;
         let tx = self.tx.clone();
-        let handler = move |res: DebounceEventResult| {
+        let handler = move |res: ::notify::Result<::notify::Event>| {
             let msg = match res {
-                Ok(evs) => {
-                    // Filtered here, on the debouncer's thread: kubelet's
-                    // reads every 20 s must not wake the daemon.
-                    let evs: Vec<_> = evs
-                        .into_iter()
-                        .filter(|e| events::relevant(e))
-                        .map(|e| e.event)
-                        .collect();
-                    if evs.is_empty() {
-                        return;
-                    }
-                    Msg::Events(evs)
-                }
-                Err(errors) => Msg::Errors(errors.iter().map(ToString::to_string).collect()),
+                // Filtered here, on the watcher's thread: kubelet's reads
+                // every 20 s must not wake the daemon.
+                Ok(e) if !events::relevant(&e) => return,
+                Ok(e) => Msg::Event(e),
+                Err(e) => Msg::Error(e.to_string()),
             };
             let _ = tx.send(msg);
         };
-        let mut w = match new_debouncer(self.setup.settings.debounce, None, handler) {
+        let mut w = match ::notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!("cannot watch files: {e}; relying on the periodic resync");
@@ -643,8 +671,7 @@ impl Daemon {
         match load() {
             Ok(setup) => {
                 tracing::info!("configuration reloaded");
-                let rearm = roots(&setup) != self.roots
-                    || setup.settings.debounce != self.setup.settings.debounce;
+                let rearm = roots(&setup) != self.roots;
                 if setup.settings.state_dir != self.setup.settings.state_dir {
                     self.cache = DigestCache::load(&setup.settings.state_dir);
                     self.memory = GateMemory::load(&setup.settings.state_dir);
