@@ -717,3 +717,18 @@ fn drift_is_reported_on_resync_and_moved_only_with_update() {
     let w = watch(&node, &["--resync", "1s"]);
     wait_file(&file, &pod("app", &format!("{image}@{new}"), "a"), &w);
 }
+
+/// The run deadline bounds one pass, not the daemon's lifetime: a daemon
+/// that has been up longer than `deadline` still reaches its registry.
+#[test]
+fn the_deadline_is_per_pass_not_per_daemon() {
+    let node = Node::new("");
+    let w = watch(&node, &["--deadline", "2s"]);
+    w.wait_note("READY=1", 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    let digest = node.push("late", "v1");
+    let file = node.manifests().join("late.yaml");
+    let image = format!("{}/late:v1", node.reg.host);
+    std::fs::write(&file, pod("late", &image, "a")).unwrap();
+    wait_file(&file, &pod("late", &format!("{image}@{digest}"), "a"), &w);
+}

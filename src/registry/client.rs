@@ -61,7 +61,9 @@ pub struct HttpResolver {
     foreign: Mutex<HashMap<String, Result<reqwest::Client, Failure>>>,
     tokens: TokenCache,
     /// When the whole run must be over; `None` if too far away to represent.
-    deadline: Option<tokio::time::Instant>,
+    /// A daemon keeps one resolver (and its connections) for many runs, so
+    /// each run restarts it with [`HttpResolver::start_run`].
+    deadline: Mutex<Option<tokio::time::Instant>>,
 }
 
 struct Host {
@@ -110,8 +112,15 @@ impl HttpResolver {
             hosts: Mutex::new(HashMap::new()),
             foreign: Mutex::new(HashMap::new()),
             tokens: TokenCache::default(),
-            deadline,
+            deadline: Mutex::new(deadline),
         }
+    }
+
+    /// Starts a new run: its registry traffic gets a whole `deadline` from
+    /// now. `new` starts the first; a long-lived caller (the daemon) calls
+    /// this before each pass, keeping its connections and tokens.
+    pub fn start_run(&self) {
+        *lock(&self.deadline) = tokio::time::Instant::now().checked_add(self.settings.deadline);
     }
 
     fn is_insecure(&self, host: &str) -> bool {
@@ -761,7 +770,8 @@ impl HttpResolver {
             );
         }
         let work = self.resolve_hosts(image, method);
-        let result = match self.deadline {
+        let deadline = *lock(&self.deadline);
+        let result = match deadline {
             Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
                 Err(Failure::new(
                     ErrorKind::Timeout,

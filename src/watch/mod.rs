@@ -468,6 +468,8 @@ impl Daemon {
             return;
         };
         let started = Instant::now();
+        // The run deadline is per pass, not per daemon lifetime.
+        self.http.start_run();
         let resolver = CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
         let result = if paths.is_empty() {
             Ok(Report::new(pass::Mode::Apply))
