@@ -42,6 +42,119 @@ impl LockArgs {
     }
 }
 
+/// The admission wiring flags `pin` and `watch` share.
+#[derive(Debug, Clone, Args)]
+pub struct AdmissionFlags {
+    /// Also wire ImagePolicyWebhook into kube-apiserver.yaml with this
+    /// AdmissionConfiguration file (proven valid first). Config: admission.configFile.
+    #[arg(long, value_name = "FILE", help_heading = "Admission")]
+    pub admission_config: Option<PathBuf>,
+
+    /// Admission plugins to enable, comma-separated [default: ImagePolicyWebhook].
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Admission"
+    )]
+    pub admission_plugins: Vec<String>,
+
+    /// Host directory to mount read-only into kube-apiserver [default: the config file's directory].
+    #[arg(long, value_name = "DIR", help_heading = "Admission")]
+    pub admission_dir: Option<PathBuf>,
+
+    /// Replace an --admission-control-config-file that points somewhere else.
+    #[arg(long, help_heading = "Admission")]
+    pub force: bool,
+}
+
+impl AdmissionFlags {
+    /// The wiring to apply: `--admission-config` over `admission.configFile`
+    /// (when `admission.enabled`), with the other flags on top.
+    pub fn request(&self, cfg: &config::Settings) -> Option<apiserver::Request> {
+        let file = self.admission_config.clone().or_else(|| {
+            cfg.admission
+                .enabled
+                .then(|| cfg.admission.config_file.clone())
+                .flatten()
+        })?;
+        let mut req = apiserver::Request::new(file);
+        if !self.admission_plugins.is_empty() {
+            req.plugins = self.admission_plugins.clone();
+        }
+        if let Some(dir) = &self.admission_dir {
+            req.mount_dir = dir.clone();
+        }
+        req.force = self.force;
+        Some(req)
+    }
+}
+
+/// The health-gate flags `pin` and `watch` share.
+#[derive(Debug, Clone, Args)]
+pub struct HealthFlags {
+    /// URL to poll [default: the manifest's livenessProbe].
+    #[arg(long, value_name = "URL", help_heading = "Health gate")]
+    pub health_url: Option<String>,
+
+    /// CA for the apiserver's certificate [default: system roots and /etc/kubernetes/pki/ca.crt].
+    #[arg(long, value_name = "FILE", help_heading = "Health gate")]
+    pub health_ca: Option<PathBuf>,
+
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = config::duration::parse,
+        help_heading = "Health gate",
+        help = format!(
+            "Time to wait for healthy before rolling back [default: {}]",
+            super::show(config::DEFAULT_HEALTH_TIMEOUT)
+        )
+    )]
+    pub health_timeout: Option<Duration>,
+
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = config::duration::parse_delay,
+        help_heading = "Health gate",
+        help = format!(
+            "Time for kubelet to notice the change before probing (it relists every 20s) [default: {}]",
+            super::show(config::DEFAULT_HEALTH_SETTLE)
+        )
+    )]
+    pub health_settle: Option<Duration>,
+}
+
+impl HealthFlags {
+    /// The gate when `on`, checked now: a typo in --health-url or
+    /// --health-ca must fail before any write, not surface as a rollback
+    /// after the apiserver restarted.
+    pub fn gate(&self, on: bool) -> Result<Option<pass::HealthGate>, String> {
+        if !on {
+            return Ok(None);
+        }
+        let gate = pass::HealthGate {
+            url: self.health_url.clone(),
+            ca: self.health_ca.clone(),
+            timeout: self
+                .health_timeout
+                .unwrap_or(config::DEFAULT_HEALTH_TIMEOUT),
+            settle: self.health_settle.unwrap_or(config::DEFAULT_HEALTH_SETTLE),
+        };
+        let probe = crate::health::HealthCheck {
+            ca: gate.ca.clone(),
+            ..crate::health::HealthCheck::new(
+                gate.url
+                    .clone()
+                    .unwrap_or_else(|| "https://127.0.0.1/livez".into()),
+            )
+        };
+        probe.validate().map_err(|e| e.to_string())?;
+        Ok(Some(gate))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PinArgs {
     #[command(flatten)]
@@ -87,64 +200,16 @@ pub struct PinArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
 
-    /// Also wire ImagePolicyWebhook into kube-apiserver.yaml with this
-    /// AdmissionConfiguration file (proven valid first). Config: admission.configFile.
-    #[arg(long, value_name = "FILE", help_heading = "Admission")]
-    pub admission_config: Option<PathBuf>,
-
-    /// Admission plugins to enable, comma-separated [default: ImagePolicyWebhook].
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        help_heading = "Admission"
-    )]
-    pub admission_plugins: Vec<String>,
-
-    /// Host directory to mount read-only into kube-apiserver [default: the config file's directory].
-    #[arg(long, value_name = "DIR", help_heading = "Admission")]
-    pub admission_dir: Option<PathBuf>,
-
-    /// Replace an --admission-control-config-file that points somewhere else.
-    #[arg(long, help_heading = "Admission")]
-    pub force: bool,
+    #[command(flatten)]
+    pub admission: AdmissionFlags,
 
     /// After changing kube-apiserver.yaml, wait for its /livez and restore the
     /// backup if it never answers healthy.
     #[arg(long, help_heading = "Health gate")]
     pub wait_healthy: bool,
 
-    /// URL to poll [default: the manifest's livenessProbe].
-    #[arg(long, value_name = "URL", help_heading = "Health gate")]
-    pub health_url: Option<String>,
-
-    /// CA for the apiserver's certificate [default: system roots and /etc/kubernetes/pki/ca.crt].
-    #[arg(long, value_name = "FILE", help_heading = "Health gate")]
-    pub health_ca: Option<PathBuf>,
-
-    #[arg(
-        long,
-        value_name = "DURATION",
-        value_parser = config::duration::parse,
-        help_heading = "Health gate",
-        help = format!(
-            "Time to wait for healthy before rolling back [default: {}]",
-            super::show(config::DEFAULT_HEALTH_TIMEOUT)
-        )
-    )]
-    pub health_timeout: Option<Duration>,
-
-    #[arg(
-        long,
-        value_name = "DURATION",
-        value_parser = config::duration::parse_delay,
-        help_heading = "Health gate",
-        help = format!(
-            "Time for kubelet to notice the change before probing (it relists every 20s) [default: {}]",
-            super::show(config::DEFAULT_HEALTH_SETTLE)
-        )
-    )]
-    pub health_settle: Option<Duration>,
+    #[command(flatten)]
+    pub health: HealthFlags,
 
     /// Manifest files or directories [default: the configured manifestDir].
     #[arg(value_name = "PATH")]
@@ -230,44 +295,8 @@ pub async fn run(args: PinArgs) -> u8 {
 
 /// Flags over config, validated before anything is read or resolved.
 fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::Options, String> {
-    let admission_file = args.admission_config.clone().or_else(|| {
-        cfg.admission
-            .enabled
-            .then(|| cfg.admission.config_file.clone())
-            .flatten()
-    });
-    let admission = admission_file.map(|file| {
-        let mut req = apiserver::Request::new(file);
-        if !args.admission_plugins.is_empty() {
-            req.plugins = args.admission_plugins.clone();
-        }
-        if let Some(dir) = &args.admission_dir {
-            req.mount_dir = dir.clone();
-        }
-        req.force = args.force;
-        req
-    });
-    let health = args.wait_healthy.then(|| pass::HealthGate {
-        url: args.health_url.clone(),
-        ca: args.health_ca.clone(),
-        timeout: args
-            .health_timeout
-            .unwrap_or(config::DEFAULT_HEALTH_TIMEOUT),
-        settle: args.health_settle.unwrap_or(config::DEFAULT_HEALTH_SETTLE),
-    });
-    // A typo in --health-url or --health-ca must fail before any write, not
-    // surface as a rollback after the apiserver restarted.
-    if let Some(gate) = &health {
-        let probe = crate::health::HealthCheck {
-            ca: gate.ca.clone(),
-            ..crate::health::HealthCheck::new(
-                gate.url
-                    .clone()
-                    .unwrap_or_else(|| "https://127.0.0.1/livez".into()),
-            )
-        };
-        probe.validate().map_err(|e| e.to_string())?;
-    }
+    let admission = args.admission.request(cfg);
+    let health = args.health.gate(args.wait_healthy)?;
     Ok(pass::Options {
         mode,
         digest_only: cfg.digest_only,

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::pin::LockArgs;
+use super::pin::{AdmissionFlags, HealthFlags, LockArgs};
 use super::RegistryArgs;
-use crate::apiserver;
 use crate::config;
 use crate::pass::{self, Mode};
 use crate::watch::{self, Setup};
@@ -84,54 +83,16 @@ pub struct WatchArgs {
     ))]
     pub kubeadm_tmp_dir: Option<PathBuf>,
 
-    /// Also wire ImagePolicyWebhook with this AdmissionConfiguration file.
-    /// Config: admission.configFile.
-    #[arg(long, value_name = "FILE", help_heading = "Admission")]
-    pub admission_config: Option<PathBuf>,
-
-    /// Admission plugins to enable, comma-separated [default: ImagePolicyWebhook].
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        help_heading = "Admission"
-    )]
-    pub admission_plugins: Vec<String>,
-
-    /// Host directory to mount read-only into kube-apiserver [default: the config file's directory].
-    #[arg(long, value_name = "DIR", help_heading = "Admission")]
-    pub admission_dir: Option<PathBuf>,
-
-    /// Replace an --admission-control-config-file that points somewhere else.
-    #[arg(long, help_heading = "Admission")]
-    pub force: bool,
+    #[command(flatten)]
+    pub admission: AdmissionFlags,
 
     /// Do not gate kube-apiserver.yaml changes on its health (config
     /// `healthGate: false`); for test benches without an apiserver.
     #[arg(long, help_heading = "Health gate")]
     pub no_health_gate: bool,
 
-    /// URL to poll [default: the manifest's livenessProbe].
-    #[arg(long, value_name = "URL", help_heading = "Health gate")]
-    pub health_url: Option<String>,
-
-    /// CA for the apiserver's certificate [default: system roots and /etc/kubernetes/pki/ca.crt].
-    #[arg(long, value_name = "FILE", help_heading = "Health gate")]
-    pub health_ca: Option<PathBuf>,
-
-    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse,
-        help_heading = "Health gate", help = format!(
-            "Time to wait for healthy before rolling back [default: {}]",
-            super::show(config::DEFAULT_HEALTH_TIMEOUT)
-    ))]
-    pub health_timeout: Option<Duration>,
-
-    #[arg(long, value_name = "DURATION", value_parser = config::duration::parse_delay,
-        help_heading = "Health gate", help = format!(
-            "Time for kubelet to notice the change before probing [default: {}]",
-            super::show(config::DEFAULT_HEALTH_SETTLE)
-    ))]
-    pub health_settle: Option<Duration>,
+    #[command(flatten)]
+    pub health: HealthFlags,
 
     /// Where logs go.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Logging")]
@@ -161,41 +122,8 @@ impl WatchArgs {
         self.cache.fragment(&mut flags);
         let settings = self.registry.load_config_with(flags)?;
         let registry = self.registry.settings(&settings)?;
-        let admission_file = self.admission_config.clone().or_else(|| {
-            settings
-                .admission
-                .enabled
-                .then(|| settings.admission.config_file.clone())
-                .flatten()
-        });
-        let admission = admission_file.map(|file| {
-            let mut req = apiserver::Request::new(file);
-            if !self.admission_plugins.is_empty() {
-                req.plugins = self.admission_plugins.clone();
-            }
-            if let Some(dir) = &self.admission_dir {
-                req.mount_dir = dir.clone();
-            }
-            req.force = self.force;
-            req
-        });
-        let health = settings.health_gate.then(|| pass::HealthGate {
-            url: self.health_url.clone(),
-            ca: self.health_ca.clone(),
-            timeout: self
-                .health_timeout
-                .unwrap_or(config::DEFAULT_HEALTH_TIMEOUT),
-            settle: self.health_settle.unwrap_or(config::DEFAULT_HEALTH_SETTLE),
-        });
-        if let Some(gate) = &health {
-            if let Some(url) = &gate.url {
-                let probe = crate::health::HealthCheck {
-                    ca: gate.ca.clone(),
-                    ..crate::health::HealthCheck::new(url.clone())
-                };
-                probe.validate().map_err(|e| e.to_string())?;
-            }
-        }
+        let admission = self.admission.request(&settings);
+        let health = self.health.gate(settings.health_gate)?;
         let options = pass::Options {
             mode: Mode::Apply,
             digest_only: settings.digest_only,
