@@ -18,6 +18,7 @@
 //!   back up, compare-and-swap write, health gate, report.
 //! - [`config`]: the YAML config file and its drop-ins, merged and validated.
 //! - [`admission`]: ImagePolicyWebhook preflight checks and `admission init`.
+//! - [`notify`]: systemd's notify protocol, for both services.
 //! - [`watch`]: the node daemon: file events, kubeadm hold, backoff, sd-notify.
 //! - [`serve`]: the webhook server on loopback (mutual TLS, reload, drain, metrics).
 //! - [`cli`]: argument parsing and the subcommands, mapping results to exit codes.
@@ -35,6 +36,7 @@ pub mod credentials;
 pub mod fsutil;
 pub mod health;
 pub mod manifest;
+pub mod notify;
 pub mod pass;
 pub mod policy;
 pub mod reference;

@@ -22,7 +22,7 @@
 pub mod conn;
 pub mod http;
 pub mod metrics;
-pub mod notify;
+use crate::notify;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -164,7 +164,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         }
     }
 
-    notify::stopping();
+    notify::stopping("draining");
     tracing::warn!("stopping: no new connections; answering the requests in progress");
     drop(listener);
     drop(metrics_listener);

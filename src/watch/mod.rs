@@ -21,7 +21,7 @@
 pub mod backoff;
 pub mod events;
 pub mod memory;
-pub mod notify;
+use crate::notify;
 pub mod upgrade;
 
 use std::collections::BTreeMap;
@@ -240,7 +240,7 @@ pub async fn run(load: Loader) -> u8 {
             }
         }
     }
-    notify::stopping();
+    notify::stopping("stopping");
     tracing::info!("stopping");
     crate::cli::EXIT_OK
 }

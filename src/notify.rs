@@ -1,16 +1,18 @@
-//! Talking to systemd over `NOTIFY_SOCKET` (`Type=notify`): READY, STATUS,
-//! RELOADING with its MONOTONIC_USEC, STOPPING and the watchdog. Outside
-//! systemd (no `NOTIFY_SOCKET`) every call is a no-op.
+//! Talking to systemd over `NOTIFY_SOCKET` (`Type=notify`) for both
+//! services, `watch` and `serve`: READY, STATUS, RELOADING with its
+//! MONOTONIC_USEC, STOPPING and the watchdog. Outside systemd (no
+//! `NOTIFY_SOCKET`) every call is a no-op.
 
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-/// Sends `states`; a failure is logged at debug level and otherwise
-/// ignored, since a lost notification must never stop the daemon.
+/// Sends `states`; a failure (only possible with a `NOTIFY_SOCKET` set) is
+/// logged and otherwise ignored: a lost notification must never stop a
+/// service.
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!("cannot notify systemd: {e}");
+        tracing::warn!("cannot notify systemd: {e}");
     }
 }
 
@@ -35,8 +37,9 @@ pub fn reloading() {
     }
 }
 
-pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+/// STOPPING=1, with what the service is doing meanwhile as its status.
+pub fn stopping(status: &str) {
+    send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
 pub fn watchdog() {
