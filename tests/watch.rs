@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::apiserver::{write_livez, Apiserver, ETCD_DOWN};
+use support::apiserver::{write_livez, Apiserver, ETCD_DOWN, OK};
 use support::node::{pod, Node, BIN};
 use support::{have_tool, wait_until, Pki};
 
@@ -731,4 +731,60 @@ fn the_deadline_is_per_pass_not_per_daemon() {
     let image = format!("{}/late:v1", node.reg.host);
     std::fs::write(&file, pod("late", &image, "a")).unwrap();
     wait_file(&file, &pod("late", &format!("{image}@{digest}"), "a"), &w);
+}
+
+/// SIGTERM while a kube-apiserver change waits for the health gate: the
+/// daemon still exits 0 within 2 s, and the unverified change is rolled
+/// back rather than left behind unchecked. Being stopped is no verdict on
+/// the change, so nothing is remembered and the next start tries it again.
+#[test]
+fn sigterm_during_the_health_gate_rolls_back_and_forgets_nothing() {
+    let node = Node::new("");
+    let digest = node.push("kube-apiserver", "v1.31.0");
+    let pki = Pki::new(node.tmp.path(), "cluster");
+    let www = node.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_livez(&www, ETCD_DOWN);
+    let srv = Apiserver::start(&www, &pki.server_crt, &pki.server_key, &[]);
+    let image = format!("{}/kube-apiserver:v1.31.0", node.reg.host);
+    let file = node.manifests().join("kube-apiserver.yaml");
+    let original = pod("kube-apiserver", &image, "original");
+    std::fs::write(&file, &original).unwrap();
+
+    let url = srv.url();
+    let ca = pki.ca_crt.display().to_string();
+    let gate = [
+        "--health-url",
+        url.as_str(),
+        "--health-ca",
+        ca.as_str(),
+        "--health-settle",
+        "0",
+        "--health-timeout",
+        "60",
+    ];
+    let mut w = watch(&node, &gate);
+    let pinned = pod("kube-apiserver", &format!("{image}@{digest}"), "original");
+    wait_file(&file, &pinned, &w);
+
+    let (code, took) = w.terminate();
+    assert_eq!(code, Some(0), "{}", w.log());
+    assert!(took < Duration::from_secs(2), "took {took:?}\n{}", w.log());
+    assert_eq!(read(&file), original, "{}", w.log());
+    let log = w.log();
+    assert!(
+        log.contains("stopped before kube-apiserver answered healthy")
+            && log.contains("restored the previous manifest"),
+        "{log}"
+    );
+    assert_eq!(writes(&node), 1);
+    let memory = std::fs::read_to_string(node.path("state/gate-memory.json")).unwrap_or_default();
+    assert!(!memory.contains("kube-apiserver.yaml"), "{memory}");
+
+    // Healthy now: the next start applies the change and keeps it.
+    write_livez(&www, OK);
+    let w = watch(&node, &gate);
+    w.wait_note("READY=1", 1);
+    assert_eq!(read(&file), pinned, "{}", w.log());
+    assert_eq!(writes(&node), 2);
 }

@@ -307,6 +307,7 @@ fn options(args: &PinArgs, cfg: &config::Settings, mode: Mode) -> Result<pass::O
         keep_backups: cfg.keep_backups as usize,
         policy: cfg.policy.clone(),
         update: cfg.update,
+        stop: pass::Stop::default(),
     })
 }
 

@@ -81,7 +81,15 @@ async fn resolve(settings: Settings, images: &[String]) -> Vec<(String, Outcome)
         .zip(images)
         .map(|(p, original)| {
             let result = p.and_then(|image| {
-                let answer = answers.next().expect("one answer per valid reference");
+                // resolve_all answers each reference it was given, in order.
+                let answer = answers.next().unwrap_or_else(|| {
+                    Err(ResolveError {
+                        image: original.clone(),
+                        registry: image.registry_host().to_string(),
+                        kind: ErrorKind::Protocol,
+                        detail: "no answer for this reference".into(),
+                    })
+                });
                 answer.map(|res| {
                     // An already pinned reference is printed as written.
                     let pinned = match image.digest() {
@@ -106,7 +114,7 @@ fn print(results: &[(String, Outcome)], output: OutputFormat) {
             }
         }
         OutputFormat::Json => {
-            let items: Vec<serde_json::Value> = results
+            let items: serde_json::Value = results
                 .iter()
                 .map(|(image, r)| match r {
                     Ok((pinned, res)) => json!({
@@ -123,10 +131,8 @@ fn print(results: &[(String, Outcome)], output: OutputFormat) {
                     }),
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&items).expect("JSON of plain values")
-            );
+            // `{:#}` is serde_json's infallible pretty printer.
+            println!("{items:#}");
         }
     }
 }

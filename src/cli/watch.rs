@@ -134,6 +134,8 @@ impl WatchArgs {
             keep_backups: settings.keep_backups as usize,
             policy: settings.policy.clone(),
             update: settings.update,
+            // The daemon sets its own on each pass.
+            stop: pass::Stop::default(),
         };
         Ok(Setup {
             settings,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::report::{FileError, FileReport, GateRollback, Outcome};
+use super::stop::Stop;
 use crate::backup::BackupRun;
 use crate::fsutil::FsError;
 use crate::health;
@@ -26,7 +27,14 @@ pub struct HealthGate {
 }
 
 /// Gates every rewritten kube-apiserver manifest in `files`.
-pub async fn run(files: &mut [FileReport], gate: &HealthGate, mut backups: Option<&mut BackupRun>) {
+/// A `stop` while waiting rolls the change back: it was never shown to
+/// work, and a stopped staticpin could not roll it back later.
+pub async fn run(
+    files: &mut [FileReport],
+    gate: &HealthGate,
+    stop: &Stop,
+    mut backups: Option<&mut BackupRun>,
+) {
     for f in files.iter_mut().filter(|f| f.apiserver_changed) {
         if !matches!(f.outcome, Outcome::Changed { .. }) {
             continue;
@@ -49,13 +57,23 @@ pub async fn run(files: &mut [FileReport], gate: &HealthGate, mut backups: Optio
                 }
             },
         };
-        tokio::time::sleep(gate.settle).await;
         let check = health::HealthCheck {
             ca: gate.ca.clone(),
             timeout: gate.timeout,
             ..health::HealthCheck::new(url)
         };
-        match health::wait_healthy(&check).await {
+        let verdict = tokio::select! {
+            v = async {
+                tokio::time::sleep(gate.settle).await;
+                health::wait_healthy(&check).await
+            } => v,
+            () = stop.wait() => {
+                let rollback = roll_back(f, backups.as_deref_mut());
+                f.outcome = Outcome::Failed(FileError::Interrupted { rollback });
+                continue;
+            }
+        };
+        match verdict {
             Ok(took) => f.admission.push(format!(
                 "kube-apiserver healthy at {} after {:.1} s",
                 check.url,

@@ -142,7 +142,11 @@ impl Metrics {
             || report.files.iter().any(|f| {
                 matches!(
                     f.outcome,
-                    Outcome::Failed(FileError::Admission(_) | FileError::Unhealthy { .. })
+                    Outcome::Failed(
+                        FileError::Admission(_)
+                            | FileError::Unhealthy { .. }
+                            | FileError::Interrupted { .. }
+                    )
                 )
             });
         Metrics {

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod metrics;
 pub mod plan;
 pub mod report;
+pub mod stop;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub use gate::HealthGate;
 pub use lock::{LockError, LockSettings, RunLock};
 pub use report::{FileError, FileReport, GateRollback, ImageReport, Mode, Outcome, Report};
+pub use stop::Stop;
 
 use crate::apiserver;
 use crate::backup::{BackupStore, DEFAULT_KEEP};
@@ -59,6 +61,10 @@ pub struct Options {
     /// Re-pin `name:tag@digest` images whose tag now names another digest
     /// (asked with a verified GET, like every pin). Off: pins never move.
     pub update: bool,
+    /// The caller wants the pass over (the daemon's SIGTERM): nothing is
+    /// written after it is set, and a change still waiting for the health
+    /// gate is rolled back.
+    pub stop: Stop,
 }
 
 impl Default for Options {
@@ -73,6 +79,7 @@ impl Default for Options {
             keep_backups: DEFAULT_KEEP,
             policy: Policy::default(),
             update: false,
+            stop: Stop::default(),
         }
     }
 }
@@ -187,9 +194,14 @@ pub async fn run_once<R: Resolver>(
         .filter(|(_, refused)| !**refused)
         .flat_map(|((_, l), _)| l.sites.iter().map(|(_, r)| plan::to_ask(r, options.update)))
         .collect();
-    let mut answers = resolve_all(resolver, &wanted, options.concurrency)
-        .await
-        .into_iter();
+    let answers = tokio::select! {
+        a = resolve_all(resolver, &wanted, options.concurrency) => a,
+        () = options.stop.wait() => {
+            report.errors.push("stopped before writing anything".into());
+            return Ok(report);
+        }
+    };
+    let mut answers = answers.into_iter();
 
     let mut run = match (options.mode, backups) {
         (Mode::Apply, Some(store)) => Some(store.begin_run()),
@@ -204,7 +216,7 @@ pub async fn run_once<R: Resolver>(
         report.files[slot] = finish(&l, file_answers, options, run.as_mut());
     }
     if let (Mode::Apply, Some(gate)) = (options.mode, &options.health) {
-        gate::run(&mut report.files, gate, run.as_mut()).await;
+        gate::run(&mut report.files, gate, &options.stop, run.as_mut()).await;
     }
     if let (Mode::Apply, Some(store)) = (options.mode, backups) {
         if let Err(e) = store.prune(options.keep_backups) {

@@ -109,6 +109,11 @@ pub enum FileError {
         reason: String,
         rollback: GateRollback,
     },
+    /// Written, then staticpin was told to stop before the health gate had
+    /// an answer: an unverified change is not left behind. Not a verdict on
+    /// the change, so it is not remembered and is tried again next time.
+    #[error("staticpin stopped before kube-apiserver answered healthy; {rollback}")]
+    Interrupted { rollback: GateRollback },
 }
 
 fn join(errors: &[ResolveError]) -> String {

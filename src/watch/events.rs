@@ -1,26 +1,168 @@
 //! File events, sorted into what the daemon does about them.
 //!
-//! The watcher hands over raw inotify events one by one, in order (the
-//! daemon's loop debounces the passes they ask for); here each is
-//! classified:
+//! The daemon reads inotify itself ([`Watch`]) with a mask that leaves out
+//! `IN_OPEN` and `IN_ACCESS`: kubelet re-reads every manifest every 20 s and
+//! staticpin reads each file several times a pass, and those reads are
+//! dropped by the kernel instead of waking the daemon (the `notify` crate
+//! always asks for `IN_OPEN`). Each event is then classified here, in order
+//! (the daemon's loop debounces the passes they ask for):
 //!
-//! - reads (`Access(Open)`, raised by kubelet's 20 s relist and by the
-//!   daemon's own reads) and dotfiles (staticpin's and kubeadm's temp files)
-//!   are ignored, or the daemon would wake itself forever;
+//! - dotfiles (staticpin's and kubeadm's temp files) are ignored, or the
+//!   daemon would wake itself forever;
 //! - a manifest counts as complete only on close-after-write, a rename in,
-//!   or a removal. `Create` and `Modify(Data)` mark it as still being
+//!   or a removal. `IN_CREATE` and `IN_MODIFY` mark it as still being
 //!   written (`kubeadm init` writes in place), and a pass leaves such a
 //!   file out until its writer closes it;
 //! - the manifest directory itself appearing, vanishing or being replaced
-//!   (seen through its parent) means re-arming the watch;
+//!   (seen through its parent, or its own delete-self / move-self) means
+//!   re-arming the watch;
 //! - a queue overflow means nothing can be trusted: a full pass.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{Event, EventKind};
+use futures_util::StreamExt;
+use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
+
+/// What happened, as far as the daemon cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A writer closed the file (`IN_CLOSE_WRITE`).
+    CloseWrite,
+    /// Created in place (`IN_CREATE`); `dir` for a subdirectory.
+    Create { dir: bool },
+    /// Written to (`IN_MODIFY`): not finished until closed.
+    Modify,
+    /// Renamed away from here (`IN_MOVED_FROM`).
+    MovedFrom,
+    /// Renamed into here (`IN_MOVED_TO`): complete by definition.
+    MovedTo,
+    /// Removed (`IN_DELETE`).
+    Delete,
+    /// Mode, owner or timestamps changed (`IN_ATTRIB`).
+    Attrib,
+    /// The watched directory itself was removed or moved, or its watch
+    /// ended (`IN_DELETE_SELF`, `IN_MOVE_SELF`, `IN_IGNORED`).
+    Gone,
+    /// The kernel's queue overflowed (`IN_Q_OVERFLOW`): events were lost.
+    Overflow,
+}
+
+/// One event on one path (the watched directory itself for [`Kind::Gone`],
+/// empty for [`Kind::Overflow`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: Kind,
+    pub path: PathBuf,
+}
+
+impl Event {
+    pub fn new(kind: Kind, path: impl Into<PathBuf>) -> Event {
+        Event {
+            kind,
+            path: path.into(),
+        }
+    }
+}
+
+/// Everything the daemon watches for, on every watched directory. No
+/// `IN_OPEN` / `IN_ACCESS` / `IN_CLOSE_NOWRITE`: reads never matter.
+fn mask() -> WatchMask {
+    WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::MODIFY
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+}
+
+/// One inotify instance over a set of directories (non-recursive).
+/// Dropping it closes the descriptor, which ends every watch.
+pub struct Watch {
+    stream: EventStream<Vec<u8>>,
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+}
+
+impl Watch {
+    /// Watches each directory in `dirs` that exists; the others are
+    /// reported back, with why, for the caller to log.
+    pub fn new(dirs: &[&Path]) -> io::Result<(Watch, Vec<(PathBuf, io::Error)>)> {
+        let inotify = Inotify::init()?;
+        let mut table = HashMap::new();
+        let mut failed = Vec::new();
+        for dir in dirs {
+            match inotify.watches().add(dir, mask()) {
+                Ok(wd) => {
+                    table.insert(wd, dir.to_path_buf());
+                }
+                Err(e) => failed.push((dir.to_path_buf(), e)),
+            }
+        }
+        // Room for a burst of events; inotify never splits one.
+        let stream = inotify.into_event_stream(vec![0u8; 16 * 1024])?;
+        Ok((
+            Watch {
+                stream,
+                dirs: table,
+            },
+            failed,
+        ))
+    }
+
+    /// The next event; `None` once the descriptor is closed.
+    pub async fn next(&mut self) -> Option<io::Result<Event>> {
+        loop {
+            let raw = match self.stream.next().await? {
+                Ok(raw) => raw,
+                Err(e) => return Some(Err(e)),
+            };
+            if raw.mask.contains(EventMask::Q_OVERFLOW) {
+                return Some(Ok(Event::new(Kind::Overflow, PathBuf::new())));
+            }
+            let Some(dir) = self.dirs.get(&raw.wd) else {
+                continue;
+            };
+            let path = match &raw.name {
+                Some(name) => dir.join(name),
+                None => dir.clone(),
+            };
+            if let Some(kind) = kind_of(raw.mask, raw.name.is_none()) {
+                return Some(Ok(Event::new(kind, path)));
+            }
+        }
+    }
+}
+
+fn kind_of(mask: EventMask, on_self: bool) -> Option<Kind> {
+    let gone = EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED;
+    Some(if mask.intersects(gone) {
+        Kind::Gone
+    } else if mask.contains(EventMask::CLOSE_WRITE) {
+        Kind::CloseWrite
+    } else if mask.contains(EventMask::CREATE) {
+        Kind::Create {
+            dir: mask.contains(EventMask::ISDIR),
+        }
+    } else if mask.contains(EventMask::MODIFY) {
+        Kind::Modify
+    } else if mask.contains(EventMask::MOVED_FROM) {
+        Kind::MovedFrom
+    } else if mask.contains(EventMask::MOVED_TO) {
+        Kind::MovedTo
+    } else if mask.contains(EventMask::DELETE) {
+        Kind::Delete
+    } else if mask.contains(EventMask::ATTRIB) && !on_self {
+        Kind::Attrib
+    } else {
+        return None;
+    })
+}
 
 /// What a batch of events asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,13 +197,6 @@ pub struct Roots {
     pub manifest_dir: PathBuf,
     pub kubeadm_tmp_dir: PathBuf,
     pub admission_dir: Option<PathBuf>,
-}
-
-/// Whether an event can matter at all; the rest (reads) are dropped on the
-/// watcher's thread, so kubelet's relist never wakes the daemon.
-pub fn relevant(e: &Event) -> bool {
-    e.need_rescan()
-        || !matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
 }
 
 /// Manifests still open for writing, as far as events tell.
@@ -99,7 +234,9 @@ impl Tracker {
     }
 
     fn one(&mut self, roots: &Roots, e: &Event) -> Wake {
-        if e.need_rescan() {
+        let none = Wake::default();
+        let path = e.path.as_path();
+        if e.kind == Kind::Overflow {
             self.forget_all();
             return Wake {
                 pass: true,
@@ -108,37 +245,33 @@ impl Tracker {
                 upgrade: true,
             };
         }
-        let mut wake = Wake::default();
-        let moved = matches!(
-            e.kind,
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
-        );
-        for (i, path) in e.paths.iter().enumerate() {
-            // A pair's first path is where it moved from: gone from there.
-            let from = moved && i == 0;
-            wake.or(self.at(roots, &e.kind, path, from));
-        }
-        wake
-    }
-
-    fn at(&mut self, roots: &Roots, kind: &EventKind, path: &Path, from: bool) -> Wake {
-        let none = Wake::default();
         if path == roots.manifest_dir {
-            // Created, removed or renamed, seen from its parent (or its own
-            // DELETE_SELF / MOVE_SELF); reads of the directory are nothing.
-            return match kind {
-                EventKind::Access(_) => none,
-                _ => Wake {
-                    rearm: true,
-                    pass: true,
-                    ..none
-                },
+            // Created, removed or renamed, seen from its parent, or its own
+            // watch gone: watch it again and look at everything.
+            return Wake {
+                rearm: true,
+                pass: true,
+                ..none
             };
         }
         if path == roots.kubeadm_tmp_dir {
             return Wake {
                 rearm: true,
                 upgrade: true,
+                ..none
+            };
+        }
+        if roots.admission_dir.as_deref() == Some(path) {
+            return Wake {
+                rearm: true,
+                admission: true,
+                ..none
+            };
+        }
+        if e.kind == Kind::Gone {
+            // A parent watched for re-arming went away itself.
+            return Wake {
+                rearm: true,
                 ..none
             };
         }
@@ -152,12 +285,8 @@ impl Tracker {
             };
         }
         if roots.admission_dir.as_deref() == Some(parent) {
-            return match kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Wake {
-                    admission: true,
-                    ..none
-                },
-                EventKind::Access(_) | EventKind::Modify(ModifyKind::Data(_)) => none,
+            return match e.kind {
+                Kind::Modify => none,
                 _ => Wake {
                     admission: true,
                     ..none
@@ -175,32 +304,20 @@ impl Tracker {
             return none;
         }
         let done = Wake { pass: true, ..none };
-        match kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                self.writing.remove(path);
-                done
-            }
-            EventKind::Access(_) => none,
+        match e.kind {
             // kubelet does not recurse; a subdirectory is not a manifest.
-            EventKind::Create(CreateKind::Folder) => none,
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_)) => {
+            Kind::Create { dir: true } => none,
+            Kind::Create { dir: false } | Kind::Modify => {
                 self.writing.insert(path.to_path_buf(), Instant::now());
                 none
             }
-            EventKind::Modify(ModifyKind::Name(_)) if from => {
+            // Closed after writing, moved in (kubeadm upgrade, `mv`), moved
+            // out or removed: nobody is writing it any more.
+            Kind::CloseWrite | Kind::MovedTo | Kind::MovedFrom | Kind::Delete => {
                 self.writing.remove(path);
                 done
             }
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
-                self.writing.remove(path);
-                done
-            }
-            // Moved in: complete by definition (kubeadm upgrade, `mv`).
-            EventKind::Modify(ModifyKind::Name(_)) => {
-                self.writing.remove(path);
-                done
-            }
-            _ => done,
+            Kind::Attrib | Kind::Gone | Kind::Overflow => done,
         }
     }
 }
@@ -208,7 +325,6 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{DataChange, RemoveKind};
 
     fn roots() -> Roots {
         Roots {
@@ -218,45 +334,28 @@ mod tests {
         }
     }
 
-    fn ev(kind: EventKind, paths: &[&str]) -> Event {
-        let mut e = Event::new(kind);
-        for p in paths {
-            e = e.add_path(PathBuf::from(p));
-        }
-        e
+    fn ev(kind: Kind, path: &str) -> Event {
+        Event::new(kind, path)
     }
 
     #[test]
-    fn reads_and_dotfiles_never_wake() {
+    fn dotfiles_and_other_directories_never_wake() {
         let mut t = Tracker::default();
-        let open = ev(
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            &["/m/a.yaml"],
-        );
-        assert!(!relevant(&open));
-        assert!(!t.classify(&roots(), [&open]).any());
-        let tmp = ev(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            &["/m/.a.yaml.tmp"],
-        );
+        let tmp = ev(Kind::CloseWrite, "/m/.a.yaml.tmp");
         assert!(!t.classify(&roots(), [&tmp]).any());
-        let other = ev(EventKind::Create(CreateKind::File), &["/etc/admin.conf"]);
+        let other = ev(Kind::Create { dir: false }, "/etc/admin.conf");
         assert!(!t.classify(&roots(), [&other]).any());
+        let subdir = ev(Kind::Create { dir: true }, "/m/old");
+        assert!(!t.classify(&roots(), [&subdir]).any());
     }
 
     #[test]
     fn a_file_counts_once_closed_after_writing() {
         let mut t = Tracker::default();
         let r = roots();
-        let create = ev(EventKind::Create(CreateKind::File), &["/m/a.yaml"]);
-        let data = ev(
-            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            &["/m/a.yaml"],
-        );
-        let close = ev(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            &["/m/a.yaml"],
-        );
+        let create = ev(Kind::Create { dir: false }, "/m/a.yaml");
+        let data = ev(Kind::Modify, "/m/a.yaml");
+        let close = ev(Kind::CloseWrite, "/m/a.yaml");
         assert!(!t.classify(&r, [&create, &data]).pass);
         assert_eq!(
             t.writing(Duration::from_secs(60)),
@@ -274,33 +373,58 @@ mod tests {
     fn renames_in_and_out_and_the_directory_itself() {
         let mut t = Tracker::default();
         let r = roots();
-        let both = ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            &["/m/.a.yaml.tmp", "/m/a.yaml"],
-        );
-        assert!(t.classify(&r, [&both]).pass);
-        let moved_in = ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            &["/m/b.yaml"],
-        );
-        assert!(t.classify(&r, [&moved_in]).pass);
-        let gone = ev(EventKind::Remove(RemoveKind::File), &["/m/b.yaml"]);
-        assert!(t.classify(&r, [&gone]).pass);
-        let dir = ev(EventKind::Remove(RemoveKind::Folder), &["/m"]);
-        assert!(t.classify(&r, [&dir]).rearm);
-        let staging = ev(
-            EventKind::Create(CreateKind::Folder),
-            &["/t/kubeadm-upgraded-manifests1"],
-        );
+        let from = ev(Kind::MovedFrom, "/m/.a.yaml.tmp");
+        assert!(!t.classify(&r, [&from]).any());
+        assert!(t.classify(&r, [&ev(Kind::MovedTo, "/m/a.yaml")]).pass);
+        assert!(t.classify(&r, [&ev(Kind::Delete, "/m/b.yaml")]).pass);
+        assert!(t.classify(&r, [&ev(Kind::Gone, "/m")]).rearm);
+        assert!(t.classify(&r, [&ev(Kind::Delete, "/m")]).rearm);
+        assert!(t.classify(&r, [&ev(Kind::Gone, "/")]).rearm);
+        let staging = ev(Kind::Create { dir: true }, "/t/kubeadm-upgraded-manifests1");
         assert!(t.classify(&r, [&staging]).upgrade);
-        let adm = ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            &["/a/policy.yaml"],
+        assert!(
+            t.classify(&r, [&ev(Kind::MovedTo, "/a/policy.yaml")])
+                .admission
         );
-        assert!(t.classify(&r, [&adm]).admission);
-        let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
-        assert!(relevant(&overflow));
-        let w = t.classify(&r, [&overflow]);
+        assert!(!t.classify(&r, [&ev(Kind::Modify, "/a/policy.yaml")]).any());
+        let w = t.classify(&r, [&ev(Kind::Overflow, "")]);
         assert!(w.pass && w.rearm);
+    }
+
+    /// The real kernel, through [`Watch`]: a read is never delivered, a
+    /// write and close is, and so is a rename in.
+    #[tokio::test]
+    async fn reads_never_reach_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "x").unwrap();
+        let (mut w, failed) = Watch::new(&[dir.path()]).unwrap();
+        assert!(failed.is_empty());
+        let _ = std::fs::read(&file).unwrap();
+        std::fs::write(dir.path().join(".b.tmp"), "y").unwrap();
+        std::fs::rename(dir.path().join(".b.tmp"), dir.path().join("b.yaml")).unwrap();
+        let mut seen = Vec::new();
+        while seen.last().map(|e: &Event| e.kind) != Some(Kind::MovedTo) {
+            let e = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .expect("events within 5 s")
+                .unwrap()
+                .unwrap();
+            seen.push(e);
+        }
+        let kinds: Vec<(Kind, String)> = seen
+            .iter()
+            .map(|e| (e.kind, e.path.file_name().unwrap().to_string_lossy().into()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Kind::Create { dir: false }, ".b.tmp".into()),
+                (Kind::Modify, ".b.tmp".into()),
+                (Kind::CloseWrite, ".b.tmp".into()),
+                (Kind::MovedFrom, ".b.tmp".into()),
+                (Kind::MovedTo, "b.yaml".into()),
+            ]
+        );
     }
 }

@@ -28,9 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use ::notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
 
 use crate::backup::BackupStore;
 use crate::config;
@@ -53,10 +51,9 @@ pub struct Setup {
 /// Loads the configuration (files, then the command line's flags).
 pub type Loader = Box<dyn Fn() -> Result<Setup, String>>;
 
-enum Msg {
-    Event(::notify::Event),
-    Error(String),
-}
+/// How long a pass in flight gets to wind down after SIGTERM: systemd and
+/// the issue allow 2 s for the whole exit.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
 
 /// A burst of events that never goes quiet still gets a pass after this
 /// many debounce periods.
@@ -114,8 +111,9 @@ struct Daemon {
     store: BackupStore,
     tracker: Tracker,
     roots: Roots,
-    watcher: Option<RecommendedWatcher>,
-    tx: mpsc::UnboundedSender<Msg>,
+    watch: Option<events::Watch>,
+    /// Set on SIGTERM / SIGINT; handed to every pass.
+    stop: pass::Stop,
     files: BTreeMap<PathBuf, FileState>,
     retry: BTreeMap<PathBuf, Retry>,
     blocked: Vec<Refused>,
@@ -164,8 +162,8 @@ pub async fn run(load: Loader) -> u8 {
             return crate::cli::fail(format!("cannot handle signals: {e}"))
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut d = Daemon::new(setup, tx);
+    let (stop_tx, stop) = pass::Stop::new();
+    let mut d = Daemon::new(setup, stop);
     d.arm();
     let mut watchdog = Watchdog::new(notify::watchdog_interval());
     let mut pending = true;
@@ -175,7 +173,7 @@ pub async fn run(load: Loader) -> u8 {
     loop {
         if pending && !d.held() {
             pending = false;
-            if d.pass_unless_stopped(&mut term, &mut int, &mut watchdog)
+            if d.pass_unless_stopped(&mut term, &mut int, &mut watchdog, &stop_tx)
                 .await
             {
                 break;
@@ -194,8 +192,8 @@ pub async fn run(load: Loader) -> u8 {
             }
         };
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Event(e)) => {
+            event = next_event(&mut d.watch) => match event {
+                Some(Ok(e)) => {
                     // Classified as it comes, in order, so the write marks
                     // follow each file; only the pass waits for quiet.
                     let wake = d.tracker.classify(&d.roots, [&e]);
@@ -209,12 +207,17 @@ pub async fn run(load: Loader) -> u8 {
                         settle.poke(d.setup.settings.debounce);
                     }
                 }
-                Some(Msg::Error(e)) => {
-                    tracing::warn!("file watch error: {e}; running a full pass");
+                Some(Err(e)) => {
+                    tracing::warn!("file watch error: {e}; watching again and running a full pass");
                     d.tracker.forget_all();
+                    d.arm();
                     settle.poke(d.setup.settings.debounce);
                 }
-                None => {}
+                None => {
+                    tracing::warn!("file watch ended; watching again and running a full pass");
+                    d.arm();
+                    settle.poke(d.setup.settings.debounce);
+                }
             },
             () = settle.quiet() => {
                 settle.clear();
@@ -243,6 +246,14 @@ pub async fn run(load: Loader) -> u8 {
     notify::stopping("stopping");
     tracing::info!("stopping");
     crate::cli::EXIT_OK
+}
+
+/// The next file event, or never while nothing is watched.
+async fn next_event(watch: &mut Option<events::Watch>) -> Option<std::io::Result<events::Event>> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `WATCHDOG=1` on a fixed schedule: a deadline kept across loop turns,
@@ -274,7 +285,7 @@ impl Watchdog {
 }
 
 impl Daemon {
-    fn new(setup: Setup, tx: mpsc::UnboundedSender<Msg>) -> Daemon {
+    fn new(setup: Setup, stop: pass::Stop) -> Daemon {
         let cache = DigestCache::load(&setup.settings.state_dir);
         let memory = GateMemory::load(&setup.settings.state_dir);
         Daemon {
@@ -285,8 +296,8 @@ impl Daemon {
             cache,
             memory,
             tracker: Tracker::default(),
-            watcher: None,
-            tx,
+            watch: None,
+            stop,
             files: BTreeMap::new(),
             retry: BTreeMap::new(),
             blocked: Vec::new(),
@@ -306,33 +317,11 @@ impl Daemon {
     /// a directory that is missing, replaced or renamed is seen coming
     /// back), the kubeadm tmp dir and its parent, and the admission dir.
     fn arm(&mut self) {
-        // Dropping the old watcher stops its thread and its watches.
-        self.watcher = None;
-        let tx = self.tx.clone();
-        let handler = move |res: ::notify::Result<::notify::Event>| {
-            let msg = match res {
-                // Filtered here, on the watcher's thread: kubelet's reads
-                // every 20 s must not wake the daemon.
-                Ok(e) if !events::relevant(&e) => return,
-                Ok(e) => Msg::Event(e),
-                Err(e) => Msg::Error(e.to_string()),
-            };
-            let _ = tx.send(msg);
-        };
-        let mut w = match ::notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!("cannot watch files: {e}; relying on the periodic resync");
-                return;
-            }
-        };
+        // Dropping the old watch closes its descriptor and all its watches.
+        self.watch = None;
         let r = &self.roots;
         let mut dirs: Vec<&Path> = Vec::new();
-        for d in [
-            Some(r.manifest_dir.as_path()),
-            Some(r.kubeadm_tmp_dir.as_path()),
-        ] {
-            let Some(d) = d else { continue };
+        for d in [r.manifest_dir.as_path(), r.kubeadm_tmp_dir.as_path()] {
             dirs.push(d);
             if let Some(p) = d.parent() {
                 dirs.push(p);
@@ -343,13 +332,16 @@ impl Daemon {
         }
         dirs.sort();
         dirs.dedup();
-        for dir in dirs {
-            if !dir.is_dir() {
-                continue;
+        let dirs: Vec<&Path> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+        let (watch, failed) = match events::Watch::new(&dirs) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot watch files: {e}; relying on the periodic resync");
+                return;
             }
-            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::warn!("cannot watch {}: {e}", dir.display());
-            }
+        };
+        for (dir, e) in failed {
+            tracing::warn!("cannot watch {}: {e}", dir.display());
         }
         if !r.manifest_dir.is_dir() {
             tracing::warn!(
@@ -357,7 +349,7 @@ impl Daemon {
                 r.manifest_dir.display()
             );
         }
-        self.watcher = Some(w);
+        self.watch = Some(watch);
     }
 
     /// Whether to hold off writing because `kubeadm upgrade` is running.
@@ -392,24 +384,32 @@ impl Daemon {
         }
     }
 
-    /// One pass, abandoned (between writes, never inside one) if SIGTERM or
-    /// SIGINT arrives. True when the daemon is to stop.
+    /// One pass; on SIGTERM or SIGINT it is told to stop (no new writes,
+    /// a change still waiting for the health gate rolled back) and given
+    /// [`STOP_GRACE`] to finish before it is dropped, which can only happen
+    /// between writes. True when the daemon is to stop.
     async fn pass_unless_stopped(
         &mut self,
         term: &mut Signal,
         int: &mut Signal,
         watchdog: &mut Watchdog,
+        stop: &tokio::sync::watch::Sender<bool>,
     ) -> bool {
         let pass = self.pass();
         tokio::pin!(pass);
         loop {
             tokio::select! {
                 () = &mut pass => return false,
-                _ = term.recv() => return true,
-                _ = int.recv() => return true,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
                 () = watchdog.due() => watchdog.ping(),
             }
         }
+        stop.send_replace(true);
+        if tokio::time::timeout(STOP_GRACE, pass).await.is_err() {
+            tracing::warn!("stopping mid-pass; nothing is half-written");
+        }
+        true
     }
 
     /// Fingerprint of what a kube-apiserver change was made from besides
@@ -470,6 +470,7 @@ impl Daemon {
         let started = Instant::now();
         // The run deadline is per pass, not per daemon lifetime.
         self.http.start_run();
+        self.setup.options.stop = self.stop.clone();
         let resolver = CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
         let result = if paths.is_empty() {
             Ok(Report::new(pass::Mode::Apply))
