@@ -504,6 +504,195 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
     assert_eq!(read(&file), edited);
 }
 
+/// `staticpin admission init` into `dir`, for a webhook signed by `webhook`.
+fn admission_init(node: &Node, webhook: &Pki, dir: &Path) {
+    let (cert, key) = webhook.client_cert("kube-apiserver");
+    let out = support::run_output(
+        Command::new(BIN)
+            .env_clear()
+            .env("HOME", node.path("home"))
+            .current_dir(node.path("cwd"))
+            .args([
+                "admission",
+                "init",
+                "--webhook-url",
+                "https://127.0.0.1:9443/check-image",
+            ])
+            .arg("--webhook-ca")
+            .arg(&webhook.ca_crt)
+            .arg("--client-cert")
+            .arg(&cert)
+            .arg("--client-key")
+            .arg(&key)
+            .arg("--dir")
+            .arg(dir)
+            .arg("--manifest-dir")
+            .arg(node.manifests()),
+    );
+    assert!(
+        out.status.success(),
+        "admission init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// kubeadm's kube-apiserver manifest from the wiring fixtures (`wiring` as
+/// kubeadm writes it, `wiring-expected` as wired into `admission`), running
+/// `image`; `extra` flags stand in for a later kubeadm edit.
+fn apiserver_manifest(set: &str, admission: &Path, image: &str, extra: &[&str]) -> String {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(set)
+        .join("kubeadm-default.yaml");
+    let text = read(&fixture).replace("{{ADMISSION}}", admission.to_str().unwrap());
+    let old = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .expect("the fixture names an image")
+        .to_string();
+    let mut text = text.replace(&old, image);
+    for flag in extra {
+        text = text.replace(
+            "    - kube-apiserver\n",
+            &format!("    - kube-apiserver\n    - {flag}\n"),
+        );
+    }
+    text
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    support::sha256_digest(bytes)["sha256:".len()..].to_string()
+}
+
+/// The one change the health gate's memory holds: (before, after, inputs).
+fn refused(node: &Node, file: &Path) -> (String, String, String) {
+    let text = read(&node.path("state/gate-memory.json"));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(entries.len(), 1, "{text}");
+    let e = &entries[0];
+    assert_eq!(e["file"].as_str(), file.to_str(), "{text}");
+    let field = |k: &str| {
+        e[k].as_str()
+            .unwrap_or_else(|| panic!("no {k}: {text}"))
+            .to_string()
+    };
+    (field("before"), field("after"), field("inputs"))
+}
+
+/// The case: the apiserver image is already pinned, so the only
+/// change the daemon wants is the ImagePolicyWebhook wiring, and an
+/// apiserver that never comes back must not be restarted into it on every
+/// resync. Both inputs the memory watches are changed in turn: the
+/// manifest (a kubeadm edit) and the admission files.
+#[test]
+fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
+    let node = Node::new("");
+    let digest = node.push("kube-apiserver", "v1.31.0");
+    let cluster = Pki::new(node.tmp.path(), "cluster");
+    let webhook = Pki::new(node.tmp.path(), "webhook");
+    let admission = node.path("admission");
+    admission_init(&node, &webhook, &admission);
+    let admission_config = admission.join("admission_config.yaml");
+    // The config file, not a flag: under systemd the daemon runs with none.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node.path("config.yaml"))
+        .unwrap();
+    writeln!(
+        f,
+        "admission:\n  enabled: true\n  configFile: {}",
+        admission_config.display()
+    )
+    .unwrap();
+    drop(f);
+
+    let www = node.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_livez(&www, ETCD_DOWN);
+    let srv = Apiserver::start(&www, &cluster.server_crt, &cluster.server_key, &[]);
+    let image = format!("{}/kube-apiserver:v1.31.0@{digest}", node.reg.host);
+    let file = node.manifests().join("kube-apiserver.yaml");
+    let original = apiserver_manifest("wiring", &admission, &image, &[]);
+    std::fs::write(&file, &original).unwrap();
+
+    let url = srv.url();
+    let ca = cluster.ca_crt.display().to_string();
+    let gate = [
+        "--health-url",
+        url.as_str(),
+        "--health-ca",
+        ca.as_str(),
+        "--health-settle",
+        "0",
+        "--health-timeout",
+        "1",
+        "--resync",
+        "300ms",
+    ];
+    let w = watch(&node, &gate);
+    w.wait_note("READY=1", 1);
+    assert_eq!(read(&file), original, "{}", w.log());
+    assert!(
+        w.log().contains("restored the previous manifest"),
+        "{}",
+        w.log()
+    );
+    assert!(
+        w.last_status().contains("failed the health gate"),
+        "{:?}",
+        w.notes()
+    );
+    assert!(
+        w.last_status().contains("apiserver not wired"),
+        "{:?}",
+        w.notes()
+    );
+    // What failed the gate was the golden wiring and nothing else: no pin,
+    // no other edit. The log does not say, so the memory's hash tells.
+    let wired = apiserver_manifest("wiring-expected", &admission, &image, &[]);
+    let (before, after, inputs) = refused(&node, &file);
+    assert_eq!(before, sha256_hex(original.as_bytes()));
+    assert_eq!(after, sha256_hex(wired.as_bytes()));
+    // Several resyncs later: still only the one write.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(&node), 1, "{}", w.log());
+    assert_eq!(read(&file), original);
+
+    // The manifest changes: tried again, once.
+    let edited = apiserver_manifest("wiring", &admission, &image, &["--v=2"]);
+    node.kubeadm_write(&file, &edited);
+    wait_until(WAIT, || (writes(&node) == 2).then_some(()))
+        .unwrap_or_else(|| panic!("not retried after a manifest edit\n{}", w.log()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(&node), 2, "{}", w.log());
+    assert_eq!(read(&file), edited);
+    let (before, after_edit, same_inputs) = refused(&node, &file);
+    assert_eq!(before, sha256_hex(edited.as_bytes()));
+    assert_ne!(after_edit, after);
+    assert_eq!(same_inputs, inputs);
+
+    // An admission file changes: tried again, once.
+    let text = read(&admission_config);
+    std::fs::write(&admission_config, format!("{text}# rotated\n")).unwrap();
+    wait_until(WAIT, || (writes(&node) == 3).then_some(()))
+        .unwrap_or_else(|| panic!("not retried after an admission file change\n{}", w.log()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(&node), 3, "{}", w.log());
+    assert_eq!(read(&file), edited);
+    let (before, after, new_inputs) = refused(&node, &file);
+    assert_eq!(before, sha256_hex(edited.as_bytes()));
+    assert_eq!(after, after_edit);
+    assert_ne!(new_inputs, inputs);
+    assert_eq!(
+        w.log()
+            .matches("did not become healthy after the change and it was rolled back")
+            .count(),
+        3,
+        "{}",
+        w.log()
+    );
+}
+
 #[test]
 fn sighup_reloads_or_keeps_the_old_config_and_sigterm_exits_quickly() {
     let node = Node::new("");
