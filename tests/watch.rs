@@ -637,6 +637,12 @@ fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retrie
         "{}",
         w.log()
     );
+    // The write before the rollback is logged like any other.
+    assert!(
+        w.log().contains("written (0 pinned, admission wired)"),
+        "{}",
+        w.log()
+    );
     assert!(
         w.last_status().contains("failed the health gate"),
         "{:?}",

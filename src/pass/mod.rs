@@ -280,6 +280,7 @@ fn finish(
                     Outcome::Unchanged
                 } else {
                     report.written = Some(plan.new_text.into_bytes());
+                    report.wired = plan.wired;
                     changed
                 };
             }

@@ -177,6 +177,8 @@ pub struct FileReport {
     pub apiserver_changed: bool,
     /// The bytes written, for the health gate's compare-and-swap.
     pub(crate) written: Option<Vec<u8>>,
+    /// That write wired admission in (kept when the gate rolls it back).
+    pub(crate) wired: bool,
 }
 
 impl FileReport {
@@ -190,6 +192,7 @@ impl FileReport {
             admission: Vec::new(),
             apiserver_changed: false,
             written: None,
+            wired: false,
         }
     }
 

@@ -625,8 +625,15 @@ impl Daemon {
 
     /// Every write, with the file and each image before → after.
     fn log_writes(&mut self, f: &FileReport) {
-        let Outcome::Changed { pinned, wired } = f.outcome else {
-            return;
+        // A change the health gate then rolled back was still written, and
+        // is logged like any other write before its rollback is.
+        let (pinned, wired) = match f.outcome {
+            Outcome::Changed { pinned, wired } => (pinned, wired),
+            _ if f.written.is_some() => (
+                f.images.iter().filter(|i| i.pinned.is_some()).count(),
+                f.wired,
+            ),
+            _ => return,
         };
         self.writes += 1;
         for i in &f.images {
