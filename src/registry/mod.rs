@@ -204,6 +204,16 @@ impl Default for Settings {
     }
 }
 
+/// What one question to a registry is about: host, repository, tag. Two
+/// references with the same key get the same answer.
+pub fn ask_key(r: &ImageRef) -> (String, String, String) {
+    (
+        r.registry_host().to_string(),
+        r.path().to_string(),
+        r.tag_or_latest().to_string(),
+    )
+}
+
 /// Resolves every reference, in input order. Unique tagged references are
 /// each asked once, at most `concurrency` at a time; references that already
 /// carry a digest are answered without any request, which is what makes a
@@ -213,17 +223,10 @@ pub async fn resolve_all<R: Resolver>(
     refs: &[ImageRef],
     concurrency: usize,
 ) -> Vec<Result<Resolution, ResolveError>> {
-    let key = |r: &ImageRef| {
-        (
-            r.registry_host().to_string(),
-            r.path().to_string(),
-            r.tag_or_latest().to_string(),
-        )
-    };
     let mut unique: Vec<&ImageRef> = Vec::new();
     let mut seen = HashMap::new();
     for r in refs.iter().filter(|r| r.digest().is_none()) {
-        seen.entry(key(r)).or_insert_with(|| {
+        seen.entry(ask_key(r)).or_insert_with(|| {
             unique.push(r);
             unique.len() - 1
         });
@@ -244,7 +247,7 @@ pub async fn resolve_all<R: Resolver>(
             }),
             None => {
                 let answer = seen
-                    .get(&key(r))
+                    .get(&ask_key(r))
                     .and_then(|i| by_index.get(i))
                     .cloned()
                     .unwrap_or_else(|| {

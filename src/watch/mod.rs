@@ -21,11 +21,13 @@
 pub mod backoff;
 pub mod events;
 pub mod memory;
+pub mod prefetch;
 use crate::notify;
 pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -39,6 +41,7 @@ use crate::registry::cache::{rfc3339, CachingResolver, DigestCache};
 use crate::registry::{self, HttpResolver};
 use events::{Roots, Tracker};
 use memory::{sha256_hex, GateMemory, Refused};
+use prefetch::{Prefetch, Prefetched};
 
 /// Everything one configuration decides; rebuilt on SIGHUP.
 #[derive(Clone, Debug)]
@@ -105,7 +108,9 @@ const LOCK_KEY: &str = "<run lock>";
 
 struct Daemon {
     setup: Setup,
-    http: HttpResolver,
+    http: Arc<HttpResolver>,
+    /// Registry answers started during the debounce, for the next pass.
+    prefetch: Prefetch,
     cache: DigestCache,
     memory: GateMemory,
     store: BackupStore,
@@ -197,6 +202,9 @@ pub async fn run(load: Loader) -> u8 {
                     // Classified as it comes, in order, so the write marks
                     // follow each file; only the pass waits for quiet.
                     let wake = d.tracker.classify(&d.roots, [&e]);
+                    if wake.pass {
+                        d.prefetch_for(&e);
+                    }
                     if wake.rearm {
                         d.arm();
                     }
@@ -248,6 +256,12 @@ pub async fn run(load: Loader) -> u8 {
     crate::cli::EXIT_OK
 }
 
+/// How long a prefetched answer may wait for its pass: the longest a
+/// debounce can hold a pass back, and a second more.
+fn fresh_for(setup: &Setup) -> Duration {
+    setup.settings.debounce * (MAX_SETTLE + 1) + Duration::from_secs(1)
+}
+
 /// The next file event, or never while nothing is watched.
 async fn next_event(watch: &mut Option<events::Watch>) -> Option<std::io::Result<events::Event>> {
     match watch {
@@ -289,7 +303,8 @@ impl Daemon {
         let cache = DigestCache::load(&setup.settings.state_dir);
         let memory = GateMemory::load(&setup.settings.state_dir);
         Daemon {
-            http: HttpResolver::new(setup.registry.clone()),
+            http: Arc::new(HttpResolver::new(setup.registry.clone())),
+            prefetch: Prefetch::new(fresh_for(&setup)),
             store: BackupStore::new(setup.settings.backup_dir.clone()),
             roots: roots(&setup),
             setup,
@@ -412,6 +427,22 @@ impl Daemon {
         true
     }
 
+    /// A manifest that is complete now (closed after writing, or renamed
+    /// in) gets its tags asked for while the debounce runs.
+    fn prefetch_for(&self, e: &events::Event) {
+        let complete = matches!(e.kind, events::Kind::CloseWrite | events::Kind::MovedTo);
+        let in_dir = e.path.parent() == Some(self.roots.manifest_dir.as_path());
+        if !complete || !in_dir || self.setup.settings.offline {
+            return;
+        }
+        self.prefetch.manifest(
+            &e.path,
+            &self.http,
+            &self.setup.options.policy,
+            self.setup.options.update,
+        );
+    }
+
     /// Fingerprint of what a kube-apiserver change was made from besides
     /// the manifest: the settings and the admission files.
     fn inputs(&self) -> String {
@@ -471,7 +502,11 @@ impl Daemon {
         // The run deadline is per pass, not per daemon lifetime.
         self.http.start_run();
         self.setup.options.stop = self.stop.clone();
-        let resolver = CachingResolver::new(&self.http, &self.cache, self.setup.settings.offline);
+        let prefetched = Prefetched {
+            inner: &*self.http,
+            prefetch: &self.prefetch,
+        };
+        let resolver = CachingResolver::new(&prefetched, &self.cache, self.setup.settings.offline);
         let result = if paths.is_empty() {
             Ok(Report::new(pass::Mode::Apply))
         } else {
@@ -481,6 +516,7 @@ impl Daemon {
             tracing::warn!("{hit}");
         }
         drop(resolver);
+        self.prefetch.clear();
         if let Err(e) = self.cache.save() {
             tracing::warn!("{}: {e}", self.cache.path().display());
         }
@@ -516,7 +552,7 @@ impl Daemon {
         let status = drift::status(
             &dir,
             &self.setup.settings.policy,
-            &self.http,
+            &*self.http,
             self.setup.registry.concurrency,
         )
         .await;
@@ -686,7 +722,8 @@ impl Daemon {
                     self.cache = DigestCache::load(&setup.settings.state_dir);
                     self.memory = GateMemory::load(&setup.settings.state_dir);
                 }
-                self.http = HttpResolver::new(setup.registry.clone());
+                self.http = Arc::new(HttpResolver::new(setup.registry.clone()));
+                self.prefetch = Prefetch::new(fresh_for(&setup));
                 self.store = BackupStore::new(setup.settings.backup_dir.clone());
                 self.roots = roots(&setup);
                 self.setup = setup;
