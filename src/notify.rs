@@ -1,6 +1,6 @@
 //! Talking to systemd over `NOTIFY_SOCKET` (`Type=notify`) for both
 //! services, `watch` and `serve`: READY, STATUS, RELOADING with its
-//! MONOTONIC_USEC, STOPPING and the watchdog. Outside systemd (no
+//! MONOTONIC_USEC, EXTEND_TIMEOUT_USEC, STOPPING and the watchdog. Outside systemd (no
 //! `NOTIFY_SOCKET`) every call is a no-op.
 
 use std::time::Duration;
@@ -14,6 +14,13 @@ fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!("cannot notify systemd: {e}");
     }
+}
+
+/// Tells systemd that starting may take up to `within` from now, beyond
+/// `TimeoutStartSec=` if need be (never shorter: systemd only extends).
+pub fn extend_start(within: Duration) {
+    let usec = u32::try_from(within.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
 }
 
 pub fn ready(status: &str) {

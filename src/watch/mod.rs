@@ -168,6 +168,10 @@ pub async fn run(load: Loader) -> u8 {
         }
     };
     let (stop_tx, stop) = pass::Stop::new();
+    // READY=1 comes after the first pass, which may take the whole run
+    // deadline and then the health gate: a start timeout killing it then
+    // would roll the change back, and Restart= would loop on it.
+    notify::extend_start(first_pass_bound(&setup));
     let mut d = Daemon::new(setup, stop);
     d.arm();
     let mut watchdog = Watchdog::new(notify::watchdog_interval());
@@ -254,6 +258,21 @@ pub async fn run(load: Loader) -> u8 {
     notify::stopping("stopping");
     tracing::info!("stopping");
     crate::cli::EXIT_OK
+}
+
+/// The longest the first pass can take: the registry deadline, the health
+/// gate's settle time and timeout, and a minute for everything else.
+fn first_pass_bound(setup: &Setup) -> Duration {
+    let gate = setup
+        .options
+        .health
+        .as_ref()
+        .map_or(Duration::ZERO, |g| g.settle.saturating_add(g.timeout));
+    setup
+        .registry
+        .deadline
+        .saturating_add(gate)
+        .saturating_add(Duration::from_secs(60))
 }
 
 /// How long a prefetched answer may wait for its pass: the longest a
