@@ -999,3 +999,43 @@ fn sigterm_during_the_health_gate_rolls_back_and_forgets_nothing() {
     assert_eq!(read(&file), pinned, "{}", w.log());
     assert_eq!(writes(&node), 2);
 }
+
+/// The manifest directory missing at start, then appearing, then replaced
+/// by another directory (renamed away and a new one renamed in): seen
+/// through the parent's watch each time, re-armed, and its files pinned.
+#[test]
+fn a_manifest_directory_that_appears_later_or_is_replaced_is_watched_again() {
+    let node = Node::new("");
+    let digest = node.push("etcd", "3.5.16-0");
+    let image = format!("{}/etcd:3.5.16-0", node.reg.host);
+    let dir = node.manifests();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    assert!(w.last_status().contains("waiting for"), "{:?}", w.notes());
+
+    let first = node.path("manifests.first");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("etcd.yaml"), pod("etcd", &image, "one")).unwrap();
+    std::fs::rename(&first, &dir).unwrap();
+    let file = dir.join("etcd.yaml");
+    wait_file(&file, &pod("etcd", &format!("{image}@{digest}"), "one"), &w);
+
+    let next = node.path("manifests.next");
+    std::fs::create_dir_all(&next).unwrap();
+    std::fs::write(next.join("etcd.yaml"), pod("etcd", &image, "two")).unwrap();
+    std::fs::rename(&dir, node.path("manifests.old")).unwrap();
+    std::fs::rename(&next, &dir).unwrap();
+    wait_file(&file, &pod("etcd", &format!("{image}@{digest}"), "two"), &w);
+
+    // And the new directory's own events still arrive.
+    std::fs::write(dir.join("etcd.yaml"), pod("etcd", &image, "three")).unwrap();
+    wait_file(
+        &file,
+        &pod("etcd", &format!("{image}@{digest}"), "three"),
+        &w,
+    );
+    settle();
+    assert_eq!(writes(&node), 3, "{}", w.log());
+}
