@@ -218,6 +218,55 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(600));
 }
 
+/// A stand-in kube-apiserver whose `/livez` says etcd is down until told
+/// otherwise, for the health gate to judge.
+struct Unhealthy {
+    _srv: Apiserver,
+    www: PathBuf,
+    url: String,
+    ca: String,
+}
+
+impl Unhealthy {
+    fn start(node: &Node, pki: &Pki) -> Unhealthy {
+        let www = node.path("www");
+        std::fs::create_dir_all(&www).unwrap();
+        write_livez(&www, ETCD_DOWN);
+        let srv = Apiserver::start(&www, &pki.server_crt, &pki.server_key, &[]);
+        Unhealthy {
+            url: srv.url(),
+            ca: pki.ca_crt.display().to_string(),
+            _srv: srv,
+            www,
+        }
+    }
+
+    /// The gate's flags (no settle time, `timeout` seconds), then `more`.
+    fn flags<'a>(&'a self, timeout: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+        let mut f = vec![
+            "--health-url",
+            self.url.as_str(),
+            "--health-ca",
+            self.ca.as_str(),
+            "--health-settle",
+            "0",
+            "--health-timeout",
+            timeout,
+        ];
+        f.extend_from_slice(more);
+        f
+    }
+}
+
+/// The first pass wrote, the gate failed, the file holds `original` again.
+fn wait_rolled_back(w: &Watch, file: &Path, original: &str) {
+    w.wait_note("READY=1", 1);
+    // Normally before READY=1; later if a loaded machine made the first
+    // pass's registry request time out and the retry did it.
+    w.wait_log("restored the previous manifest");
+    assert_eq!(read(file), original, "{}", w.log());
+}
+
 /// A manifest written elsewhere on the same file system and renamed in,
 /// as kubeadm upgrade does.
 fn rename_in(from_dir: &Path, to: &Path, text: &str) {
@@ -462,35 +511,14 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
     let node = Node::new("");
     node.push("kube-apiserver", "v1.31.0");
     let pki = Pki::new(node.tmp.path(), "cluster");
-    let www = node.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write_livez(&www, ETCD_DOWN);
-    let srv = Apiserver::start(&www, &pki.server_crt, &pki.server_key, &[]);
+    let down = Unhealthy::start(&node, &pki);
     let image = format!("{}/kube-apiserver:v1.31.0", node.reg.host);
     let file = node.manifests().join("kube-apiserver.yaml");
     let original = pod("kube-apiserver", &image, "original");
     std::fs::write(&file, &original).unwrap();
 
-    let url = srv.url();
-    let ca = pki.ca_crt.display().to_string();
-    let gate = [
-        "--health-url",
-        url.as_str(),
-        "--health-ca",
-        ca.as_str(),
-        "--health-settle",
-        "0",
-        "--health-timeout",
-        "1",
-        "--resync",
-        "300ms",
-    ];
-    let w = watch(&node, &gate);
-    w.wait_note("READY=1", 1);
-    // Normally before READY=1; later if a loaded machine made the first
-    // pass's registry request time out and the retry did it.
-    w.wait_log("restored the previous manifest");
-    assert_eq!(read(&file), original, "{}", w.log());
+    let w = watch(&node, &down.flags("1", &["--resync", "300ms"]));
+    wait_rolled_back(&w, &file, &original);
     wait_until(WAIT, || {
         w.last_status()
             .contains("failed the health gate")
@@ -614,35 +642,14 @@ fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retrie
     .unwrap();
     drop(f);
 
-    let www = node.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write_livez(&www, ETCD_DOWN);
-    let srv = Apiserver::start(&www, &cluster.server_crt, &cluster.server_key, &[]);
+    let down = Unhealthy::start(&node, &cluster);
     let image = format!("{}/kube-apiserver:v1.31.0@{digest}", node.reg.host);
     let file = node.manifests().join("kube-apiserver.yaml");
     let original = apiserver_manifest("wiring", &admission, &image, &[]);
     std::fs::write(&file, &original).unwrap();
 
-    let url = srv.url();
-    let ca = cluster.ca_crt.display().to_string();
-    let gate = [
-        "--health-url",
-        url.as_str(),
-        "--health-ca",
-        ca.as_str(),
-        "--health-settle",
-        "0",
-        "--health-timeout",
-        "1",
-        "--resync",
-        "300ms",
-    ];
-    let w = watch(&node, &gate);
-    w.wait_note("READY=1", 1);
-    // Normally before READY=1; later if a loaded machine made the first
-    // pass's registry request time out and the retry did it.
-    w.wait_log("restored the previous manifest");
-    assert_eq!(read(&file), original, "{}", w.log());
+    let w = watch(&node, &down.flags("1", &["--resync", "300ms"]));
+    wait_rolled_back(&w, &file, &original);
     // The write before the rollback is logged like any other.
     assert!(
         w.log().contains("written (0 pinned, admission wired)"),
@@ -944,27 +951,13 @@ fn sigterm_during_the_health_gate_rolls_back_and_forgets_nothing() {
     let node = Node::new("");
     let digest = node.push("kube-apiserver", "v1.31.0");
     let pki = Pki::new(node.tmp.path(), "cluster");
-    let www = node.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write_livez(&www, ETCD_DOWN);
-    let srv = Apiserver::start(&www, &pki.server_crt, &pki.server_key, &[]);
+    let down = Unhealthy::start(&node, &pki);
     let image = format!("{}/kube-apiserver:v1.31.0", node.reg.host);
     let file = node.manifests().join("kube-apiserver.yaml");
     let original = pod("kube-apiserver", &image, "original");
     std::fs::write(&file, &original).unwrap();
 
-    let url = srv.url();
-    let ca = pki.ca_crt.display().to_string();
-    let gate = [
-        "--health-url",
-        url.as_str(),
-        "--health-ca",
-        ca.as_str(),
-        "--health-settle",
-        "0",
-        "--health-timeout",
-        "60",
-    ];
+    let gate = down.flags("60", &[]);
     let mut w = watch(&node, &gate);
     let pinned = pod("kube-apiserver", &format!("{image}@{digest}"), "original");
     wait_file(&file, &pinned, &w);
@@ -993,7 +986,7 @@ fn sigterm_during_the_health_gate_rolls_back_and_forgets_nothing() {
     assert!(!memory.contains("kube-apiserver.yaml"), "{memory}");
 
     // Healthy now: the next start applies the change and keeps it.
-    write_livez(&www, OK);
+    write_livez(&down.www, OK);
     let w = watch(&node, &gate);
     w.wait_note("READY=1", 1);
     assert_eq!(read(&file), pinned, "{}", w.log());
