@@ -267,6 +267,15 @@ fn wait_rolled_back(w: &Watch, file: &Path, original: &str) {
     assert_eq!(read(file), original, "{}", w.log());
 }
 
+/// After an input changed, the refused change is tried again exactly once:
+/// the `n`th write comes, and several resyncs later no other has.
+fn retried_once(node: &Node, w: &Watch, n: usize, after: &str) {
+    wait_until(WAIT, || (writes(node) == n).then_some(()))
+        .unwrap_or_else(|| panic!("not retried after {after}\n{}", w.log()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(writes(node), n, "{}", w.log());
+}
+
 /// A manifest written elsewhere on the same file system and renamed in,
 /// as kubeadm upgrade does.
 fn rename_in(from_dir: &Path, to: &Path, text: &str) {
@@ -534,9 +543,7 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
     // The input changes: tried again, once.
     let edited = pod("kube-apiserver", &image, "edited");
     node.kubeadm_write(&file, &edited);
-    wait_until(WAIT, || (writes(&node) == 2).then_some(())).expect("not retried after an edit");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(writes(&node), 2, "{}", w.log());
+    retried_once(&node, &w, 2, "an edit");
     assert_eq!(read(&file), edited);
 }
 
@@ -681,10 +688,7 @@ fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retrie
     // The manifest changes: tried again, once.
     let edited = apiserver_manifest("wiring", &admission, &image, &["--v=2"]);
     node.kubeadm_write(&file, &edited);
-    wait_until(WAIT, || (writes(&node) == 2).then_some(()))
-        .unwrap_or_else(|| panic!("not retried after a manifest edit\n{}", w.log()));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(writes(&node), 2, "{}", w.log());
+    retried_once(&node, &w, 2, "a manifest edit");
     assert_eq!(read(&file), edited);
     let (before, after_edit, same_inputs) = refused(&node, &file);
     assert_eq!(before, sha256_hex(edited.as_bytes()));
@@ -694,10 +698,7 @@ fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retrie
     // An admission file changes: tried again, once.
     let text = read(&admission_config);
     std::fs::write(&admission_config, format!("{text}# rotated\n")).unwrap();
-    wait_until(WAIT, || (writes(&node) == 3).then_some(()))
-        .unwrap_or_else(|| panic!("not retried after an admission file change\n{}", w.log()));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(writes(&node), 3, "{}", w.log());
+    retried_once(&node, &w, 3, "an admission file change");
     assert_eq!(read(&file), edited);
     let (before, after, new_inputs) = refused(&node, &file);
     assert_eq!(before, sha256_hex(edited.as_bytes()));
