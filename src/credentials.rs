@@ -19,9 +19,12 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value so it can only be read through [`Secret::expose`].
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
+    /// The value itself, only to build requests (auth headers, cache keys);
+    /// never to print.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -33,22 +36,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A username and password for a registry, from an `auths` entry (its
+/// `auth` field decoded, or `username`/`password`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
+    /// The user name; not secret, may be logged.
     pub username: String,
+    /// The password or token; redacted in `Debug`.
     pub password: Secret,
 }
 
 /// Where a docker config was found, or why none was.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
+    /// A docker config exists but cannot be read.
     #[error("cannot read docker config {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A docker config is not JSON kubelet would accept; the reason never
+    /// includes a secret.
     #[error("cannot parse docker config {path}: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the entry.
+        reason: String,
+    },
 }
 
 /// kubelet's working directory under systemd. kubelet searches its cwd, so
@@ -199,6 +216,7 @@ impl Keyring {
         self.index.reverse();
     }
 
+    /// No credentials at all: every pull is anonymous.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

@@ -34,31 +34,46 @@ pub enum WriteOutcome {
     /// The file already held these bytes; nothing was written, so kubelet
     /// sees no event and the pod is not restarted.
     Unchanged,
+    /// The new bytes were renamed into place and the directory fsync'd.
     Written,
 }
 
 /// The operation that failed, named in the error message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Resolving symlinks or making the path absolute.
     Resolve,
+    /// Reading the file's metadata.
     Stat,
+    /// Reading the file's bytes.
     Read,
+    /// Creating a file that must not exist yet.
     Create,
+    /// Creating the dot-prefixed temp file beside the destination.
     CreateTemp,
+    /// Writing the new bytes into the temp file.
     WriteTemp,
+    /// Giving the temp file the destination's owner.
     Chown,
+    /// Giving the temp file its final mode.
     Chmod,
+    /// fsync of the temp file before the rename.
     FsyncTemp,
     /// The compare of compare-and-swap: reading the file once more right
     /// before the rename.
     Recheck,
+    /// Renaming the temp file over the destination.
     Rename,
     /// fsync of the directory after the rename: the new contents are already
     /// in place, but may not survive a crash.
     FsyncDirOf,
+    /// fsync of a directory to make new or removed entries durable.
     FsyncDir,
+    /// Creating a directory (the backup root, a run directory).
     CreateDir,
+    /// Listing a directory.
     ListDir,
+    /// Removing a file or directory.
     Remove,
 }
 
@@ -86,44 +101,73 @@ impl fmt::Display for Step {
     }
 }
 
+/// Why a file operation did not happen; the message always names the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     /// `target` is the symlink-resolved file actually written, when it
     /// differs from the `path` the caller gave.
     #[error("cannot {step} {path}{}: {source}", resolved_note(.target))]
     Io {
+        /// The operation that failed.
         step: Step,
+        /// The path the caller gave.
         path: PathBuf,
+        /// The symlink-resolved file, when it differs from `path`.
         target: Option<PathBuf>,
+        /// The underlying error.
         source: io::Error,
     },
+    /// The destination is a directory, device or other non-file; only
+    /// regular files are replaced.
     #[error("refusing to replace {path}{}: not a regular file", resolved_note(.target))]
     NotRegularFile {
+        /// The path the caller gave.
         path: PathBuf,
+        /// The symlink-resolved file, when it differs from `path`.
         target: Option<PathBuf>,
     },
     #[error(
         "refusing to back up {path}: backup root {root} is inside {dir}, the directory the file lives in"
     )]
+    /// A backup would be written inside the manifest's own directory, where
+    /// kubelet would run it as a second pod.
     BackupRootInsideDir {
+        /// The file being backed up.
         path: PathBuf,
+        /// The backup root.
         root: PathBuf,
+        /// The directory `path` lives in.
         dir: PathBuf,
     },
+    /// A run's `index.json` cannot be read, written or believed, or a
+    /// backup is not listed in it.
     #[error("invalid backup index {path}: {reason}")]
-    Index { path: PathBuf, reason: String },
+    Index {
+        /// The index, or the backup file it does not list.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Part of the backup tree that a restore must not believe.
     #[error("refusing to trust {path}: {reason}")]
-    Untrusted { path: PathBuf, reason: String },
+    Untrusted {
+        /// The file or directory refused.
+        path: PathBuf,
+        /// Why, e.g. its owner or mode.
+        reason: String,
+    },
     /// The file no longer holds the bytes the caller planned from.
     #[error("{path}{} changed since it was read; nothing written", resolved_note(.target))]
     Changed {
+        /// The path the caller gave.
         path: PathBuf,
+        /// The symlink-resolved file, when it differs from `path`.
         target: Option<PathBuf>,
     },
 }
 
 impl FsError {
+    /// The failed operation, for an [`FsError::Io`].
     pub fn step(&self) -> Option<Step> {
         match self {
             FsError::Io { step, .. } => Some(*step),
@@ -131,6 +175,8 @@ impl FsError {
         }
     }
 
+    /// The OS error's kind, for an [`FsError::Io`] (e.g. to tell
+    /// `NotFound` apart).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             FsError::Io { source, .. } => Some(source.kind()),

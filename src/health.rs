@@ -115,7 +115,9 @@ pub enum HealthError {
     /// Probed until the timeout; no probe answered healthy.
     #[error("{url} did not answer healthy within {waited:.1?}; last probe: {last}")]
     NeverHealthy {
+        /// The URL probed.
         url: String,
+        /// How long it was probed for.
         waited: Duration,
         /// The last probe's status and body, or its transport error.
         last: String,

@@ -23,10 +23,13 @@ pub fn extend_start(within: Duration) {
     send(&[NotifyState::ExtendTimeoutUsec(usec)]);
 }
 
+/// READY=1 with a status line: sent once started, and again when a reload
+/// has finished (or failed and the old settings stand).
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A new STATUS= line for `systemctl status`, with no change of state.
 pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
@@ -49,6 +52,7 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
+/// WATCHDOG=1: the service is alive; send every [`watchdog_interval`].
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }

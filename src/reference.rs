@@ -63,6 +63,7 @@ impl Digest {
         }
     }
 
+    /// `sha256`, `sha384` or `sha512`.
     pub fn algorithm(&self) -> &str {
         &self.algorithm
     }
@@ -100,11 +101,16 @@ impl Eq for ImageRef {}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid image reference {reference:?}: {reason}")]
 pub struct ReferenceError {
+    /// The reference as given.
     pub reference: String,
+    /// Which rule of the grammar it breaks.
     pub reason: String,
 }
 
 impl ImageRef {
+    /// Parses and normalises `s` as kubelet does (`ParseNormalizedNamed`):
+    /// `nginx` is `docker.io/library/nginx`. Whitespace, a bare image ID or an
+    /// unsupported digest are errors.
     pub fn parse(s: &str) -> Result<ImageRef, ReferenceError> {
         parse(s).map_err(|reason| ReferenceError {
             reference: s.to_string(),
@@ -127,10 +133,13 @@ impl ImageRef {
         &self.path
     }
 
+    /// The tag as written; `None` when there is none (kubelet then pulls
+    /// `latest`, unless there is a digest).
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
+    /// The digest after `@`, if pinned.
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }

@@ -22,22 +22,35 @@ use super::preflight::{
 };
 use crate::fsutil::{self, FsError};
 
+/// Where the rendered files go by default: outside kubelet's manifest
+/// directory, and a directory of its own to mount into kube-apiserver.
 pub const DEFAULT_DIR: &str = "/etc/kubernetes/admission";
+/// kubelet's static pod directory, which `--dir` must stay out of.
 pub const DEFAULT_MANIFEST_DIR: &str = crate::config::DEFAULT_MANIFEST_DIR;
 /// The CKS defaults: cache answers 50 s, retry after 500 ms.
 pub const DEFAULT_ALLOW_TTL: i64 = 50;
+/// Seconds kube-apiserver caches a denial.
 pub const DEFAULT_DENY_TTL: i64 = 50;
+/// Milliseconds before kube-apiserver's first retry of a failed call.
 pub const DEFAULT_RETRY_BACKOFF_MS: i64 = 500;
+/// The admission config, the file for `--admission-control-config-file`.
+/// Written last.
 pub const CONFIG_FILE: &str = "admission_config.yaml";
+/// The webhook kubeconfig the admission config's `kubeConfigFile` names.
 pub const KUBECONFIG_FILE: &str = "kubeconf";
+/// Copy of the CA bundle that verifies the webhook backend.
 pub const CA_FILE: &str = "webhook-ca.crt";
+/// Copy of the client certificate kube-apiserver presents to the backend.
 pub const CLIENT_CERT_FILE: &str = "webhook-client.crt";
+/// Copy of that certificate's private key, written mode 0600.
 pub const CLIENT_KEY_FILE: &str = "webhook-client.key";
 
 /// Names inside the rendered kubeconfig.
 const CLUSTER: &str = "image-policy-webhook";
 const USER: &str = "kube-apiserver";
 
+/// What `admission init` renders and where; [`InitOptions::new`] fills in
+/// the CKS defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitOptions {
     /// Where kube-apiserver POSTs ImageReviews, path included.
@@ -50,9 +63,12 @@ pub struct InitOptions {
     pub client_key: PathBuf,
     /// Seconds; see [`preflight`] for the ranges and sentinels.
     pub allow_ttl: i64,
+    /// Seconds kube-apiserver caches a denial; same ranges as `allow_ttl`.
     pub deny_ttl: i64,
     /// Milliseconds.
     pub retry_backoff: i64,
+    /// `defaultAllow`: admit every image when the backend cannot be reached
+    /// (fail open). Off by default: fail closed.
     pub default_allow: bool,
     /// Where the files go; also the directory to mount into kube-apiserver.
     pub dir: PathBuf,
@@ -87,9 +103,12 @@ impl InitOptions {
     }
 }
 
+/// What writing one file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOutcome {
+    /// The file did not exist.
     Created,
+    /// The file existed with other bytes or mode (only with `force`).
     Replaced,
     /// Already held exactly these bytes and mode.
     Unchanged,
@@ -105,6 +124,7 @@ impl fmt::Display for FileOutcome {
     }
 }
 
+/// What `admission init` wrote, and the preflight of the result.
 #[derive(Debug)]
 pub struct InitReport {
     /// Absolute: the directory to mount into kube-apiserver.
@@ -113,35 +133,79 @@ pub struct InitReport {
     pub config_file: PathBuf,
     /// Every file, in the order written.
     pub files: Vec<(PathBuf, FileOutcome)>,
+    /// What preflight learnt from the written files, for wiring them into
+    /// kube-apiserver.yaml.
     pub admission: Admission,
     /// The preflight run on the written files.
     pub findings: Vec<Finding>,
 }
 
+/// Why `admission init` wrote nothing, or wrote files that must not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("--webhook-url must be an https:// URL with a host (kube-apiserver calls the webhook over TLS only), got {url:?}")]
-    NotHttps { url: String },
+    /// The webhook URL is not https with a host.
+    NotHttps {
+        /// The URL as given.
+        url: String,
+    },
     #[error("--{flag} {reason}")]
-    Duration { flag: &'static str, reason: String },
+    /// A TTL or backoff outside the range kube-apiserver accepts.
+    Duration {
+        /// The flag, without its leading `--`.
+        flag: &'static str,
+        /// The accepted range and the value given.
+        reason: String,
+    },
     #[error(
         "--dir {} is {} the manifest directory {}: kubelet would try to run every file in it as a static pod; use a directory outside it, such as {DEFAULT_DIR}",
         .dir.display(),
         if .dir == .manifest_dir { "itself" } else { "inside" },
         .manifest_dir.display()
     )]
-    InManifestDir { dir: PathBuf, manifest_dir: PathBuf },
+    /// `--dir` (or another output) is kubelet's manifest directory or
+    /// inside it.
+    InManifestDir {
+        /// The offending directory, normalised.
+        dir: PathBuf,
+        /// kubelet's manifest directory, normalised.
+        manifest_dir: PathBuf,
+    },
     /// `/` or a system directory: wiring would refuse to mount it.
     #[error("--dir {0}")]
     NotDedicated(String),
     #[error("{}: {reason}", .path.display())]
-    Input { path: PathBuf, reason: String },
+    /// An input file that cannot be read or does not hold the PEM it should.
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("{}: the key does not match the certificate {}", .key.display(), .cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// The client key does not belong to the client certificate.
+    KeyMismatch {
+        /// The client certificate.
+        cert: PathBuf,
+        /// The key that does not match it.
+        key: PathBuf,
+    },
     #[error("refusing to overwrite {}: the contents differ; pass --force to replace them", list(.paths))]
-    Exists { paths: Vec<PathBuf> },
+    /// Files already exist with other contents and `force` is off; nothing
+    /// was written.
+    Exists {
+        /// Every conflicting file.
+        paths: Vec<PathBuf>,
+    },
     #[error("cannot create directory {}: {source}", .dir.display())]
-    CreateDir { dir: PathBuf, source: io::Error },
+    /// An output directory could not be created.
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Writing a file (or syncing its directory) failed.
     #[error(transparent)]
     Write(#[from] FsError),
     /// The files were written but do not pass preflight; kube-apiserver must
@@ -531,13 +595,17 @@ pub const DEFAULT_SERVE_DIR: &str = "/etc/staticpin/serve";
 pub const DEFAULT_LOCAL_DROPIN: &str = "/etc/staticpin/config.d/50-local-webhook.yaml";
 /// The decision port kube-apiserver calls on its own loopback.
 pub const DEFAULT_LOCAL_PORT: u16 = 8443;
+/// serve's generated serving certificate, in the serve directory.
 pub const SERVE_CERT_FILE: &str = "tls.crt";
+/// Its private key, mode 0600.
 pub const SERVE_KEY_FILE: &str = "tls.key";
+/// The CA serve verifies kube-apiserver's client certificate against.
 pub const SERVE_CLIENT_CA_FILE: &str = "client-ca.crt";
 
 /// `admission init --local-webhook`: both ends of the webhook on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalOptions {
+    /// The loopback port serve listens on and kube-apiserver calls.
     pub port: u16,
     /// serve's certificate, key and client CA.
     pub serve_dir: PathBuf,

@@ -37,11 +37,15 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 pub struct LocalPki {
     /// Verifies serve's certificate: kube-apiserver's `certificate-authority`.
     pub serving_ca: String,
+    /// serve's serving certificate, for 127.0.0.1 and localhost.
     pub serve_cert: String,
+    /// Its private key.
     pub serve_key: String,
     /// Verifies kube-apiserver's client certificate: serve's `clientCA`.
     pub client_ca: String,
+    /// The certificate kube-apiserver presents to serve.
     pub client_cert: String,
+    /// Its private key.
     pub client_key: String,
 }
 
@@ -113,14 +117,20 @@ fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// serve's end, as read from its `serve:` settings.
 pub struct ServeEnd {
+    /// serve's serving certificate chain (PEM), leaf first.
     pub cert_pem: Vec<u8>,
+    /// The CA bundle (PEM) serve verifies client certificates against.
     pub client_ca_pem: Vec<u8>,
 }
 
 /// One result of comparing the ends.
 pub struct EndCheck {
+    /// Whether the ends match, and how badly not.
     pub level: Level,
+    /// The check's stable name for `doctor`'s table, e.g.
+    /// `webhook-serving-pair`.
     pub check: &'static str,
+    /// What was found, for a person.
     pub message: String,
 }
 

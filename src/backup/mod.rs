@@ -32,6 +32,8 @@ use crate::fsutil::{self, FsError, Step, WriteOutcome};
 pub use stamp::format_timestamp;
 use stamp::{format_micros, micros_since_epoch, parse_run_name};
 
+/// Where run directories go unless configured otherwise: outside kubelet's
+/// manifest directory.
 pub const DEFAULT_ROOT: &str = crate::config::DEFAULT_BACKUP_DIR;
 /// How many run directories [`BackupStore::prune`] callers keep by default.
 pub const DEFAULT_KEEP: usize = crate::config::DEFAULT_KEEP_BACKUPS as usize;
@@ -80,7 +82,9 @@ struct IndexEntry {
 /// One image value a run changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageChange {
+    /// The `image:` value before the run, e.g. `name:tag`.
     pub from: String,
+    /// The value the run wrote, e.g. `name:tag@sha256:…`.
     pub to: String,
 }
 
@@ -91,6 +95,7 @@ pub struct Change<'a> {
     pub before: &'a [u8],
     /// The bytes about to be written.
     pub after: &'a [u8],
+    /// The image values this change pins or moves; recorded in the index.
     pub images: Vec<ImageChange>,
     /// Admission wiring was part of the change.
     pub wired: bool,
@@ -103,6 +108,8 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The backup tree: one directory per run under `root`, each with its
+/// `index.json`. Records runs, lists, prunes and undoes them.
 pub struct BackupStore {
     root: PathBuf,
 }
@@ -120,10 +127,13 @@ struct RunDir {
 }
 
 impl BackupStore {
+    /// A store rooted at `root`; nothing is touched on disk until a run
+    /// saves a file.
     pub fn new(root: impl Into<PathBuf>) -> BackupStore {
         BackupStore { root: root.into() }
     }
 
+    /// The directory that holds the run directories.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -20,17 +20,24 @@ use crate::fsutil::{self, FsError, WriteOutcome};
 pub struct RunInfo {
     /// The run's name: its UTC start time.
     pub name: String,
+    /// Every file the run changed, in the order it saved them.
     pub files: Vec<RunFile>,
     /// Every file of the run has been put back.
     pub undone: bool,
 }
 
+/// One file of a recorded run.
 #[derive(Clone, Debug)]
 pub struct RunFile {
+    /// The manifest the run changed, as it was named (symlinks kept).
     pub original: PathBuf,
+    /// The saved copy of its bytes from before the run.
     pub backup: PathBuf,
+    /// The image values the run changed in it.
     pub images: Vec<ImageChange>,
+    /// The run also wired admission into it.
     pub wired: bool,
+    /// It has been put back since (by `rollback` or the health gate).
     pub restored: bool,
 }
 
@@ -45,10 +52,12 @@ pub enum Scope {
     Only(PathBuf),
 }
 
+/// What [`BackupStore::undo`] should undo, and where it may write.
 #[derive(Clone, Debug)]
 pub struct UndoRequest {
     /// A run name; `None` for the newest run with something left to undo.
     pub run: Option<String>,
+    /// Which of the run's files may be written.
     pub scope: Scope,
     /// Restore over files changed since the run.
     pub force: bool,
@@ -57,29 +66,48 @@ pub struct UndoRequest {
 /// What became of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileUndo {
+    /// Put back from the backup.
     Restored {
+        /// The backup it was restored from.
         backup: PathBuf,
+        /// It no longer held what the run wrote, and `force` overrode that.
         forced: bool,
     },
     /// Already held the bytes from before the run.
     AlreadyAsBefore,
+    /// Left as it is; the reason says why and how to override it.
     Refused(String),
 }
 
+/// What an undo did.
 #[derive(Clone, Debug)]
 pub struct Undone {
+    /// The run undone.
     pub run: String,
+    /// Each file it tried, by its original path, in the run's order.
     pub files: Vec<(PathBuf, FileUndo)>,
 }
 
+/// Why no file of the run was tried.
 #[derive(Debug, thiserror::Error)]
 pub enum UndoError {
+    /// The tree is not trusted, or cannot be read or its index written.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// The named run is not in the tree.
     #[error("no run {run} in {root}")]
-    NoSuchRun { run: String, root: PathBuf },
+    NoSuchRun {
+        /// The name asked for.
+        run: String,
+        /// The backup root searched.
+        root: PathBuf,
+    },
+    /// The named run's time is after now; such runs are ignored.
     #[error("run {run} is dated in the future; runs from the future are ignored")]
-    Future { run: String },
+    Future {
+        /// The name asked for.
+        run: String,
+    },
 }
 
 impl BackupStore {

@@ -40,11 +40,22 @@ const MAX_QUOTED_IMAGE: usize = 600;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("trusted registry prefix {prefix:?}: {reason}")]
-    Prefix { prefix: String, reason: String },
+    /// A trusted registry prefix that does not parse.
+    Prefix {
+        /// The prefix as written.
+        prefix: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A setting outside its allowed values; `key` is spelled as in the file,
     /// e.g. `policy.trustedRegistries[2]`.
     #[error("{key}: {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// The offending setting.
+        key: String,
+        /// What is wrong, quoting the value.
+        reason: String,
+    },
 }
 
 /// What happens to an image outside every trusted prefix.
@@ -77,11 +88,21 @@ impl fmt::Display for Untrusted {
     expecting = "a mapping of policy settings"
 )]
 pub struct RawPolicy {
+    /// `trustedRegistries`: registry prefixes (`host[:port][/path]`) whose
+    /// images are trusted; empty means no registry policy.
     pub trusted_registries: Option<Vec<String>>,
+    /// `untrusted`: `warn` (the default) or `deny` for an image outside
+    /// every trusted prefix.
     pub untrusted: Option<Untrusted>,
+    /// `requireDigest`: the webhook denies images without a digest.
     pub require_digest: Option<bool>,
+    /// `denyLatest`: the webhook denies `:latest` and untagged images
+    /// that carry no digest.
     pub deny_latest: Option<bool>,
+    /// `exemptNamespaces`: namespaces whose pods the webhook admits unchecked.
     pub exempt_namespaces: Option<Vec<String>>,
+    /// `allowBreakGlass`: a pod carrying a break-glass reason is admitted
+    /// despite denials.
     pub allow_break_glass: Option<bool>,
 }
 
@@ -122,13 +143,19 @@ impl RawPolicy {
 pub struct Policy {
     /// Empty means no registry policy: every registry is acceptable.
     pub trusted_registries: Vec<TrustedPrefix>,
+    /// What happens to an image outside every trusted prefix.
     pub untrusted: Untrusted,
+    /// Deny images without a digest. Judged by the webhook and reports, not
+    /// by `pin`, whose pinning is what satisfies it.
     pub require_digest: bool,
     /// Deny `:latest` and references with neither tag nor digest.
     pub deny_latest: bool,
     /// Namespaces the webhook admits without checks. Static pods are never
     /// exempt: `pin` has no namespace to consult.
     pub exempt_namespaces: Vec<String>,
+    /// Admit a pod that would be denied when it carries a non-empty
+    /// [`BREAK_GLASS_ANNOTATION`](review::BREAK_GLASS_ANNOTATION), and log
+    /// it loudly.
     pub allow_break_glass: bool,
 }
 
@@ -184,6 +211,7 @@ impl Policy {
         self.trusted_registries.iter().find(|p| p.matches(image))
     }
 
+    /// Whether the webhook admits pods in `namespace` without checks.
     pub fn is_exempt(&self, namespace: &str) -> bool {
         self.exempt_namespaces.iter().any(|n| n == namespace)
     }
@@ -235,13 +263,18 @@ fn check_namespace(ns: &str) -> Result<(), String> {
 /// logs, audit annotations and scripts match on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    /// The image string is not a valid reference.
     InvalidReference,
+    /// Under no trusted registry prefix.
     UntrustedRegistry,
+    /// No digest, with `requireDigest` on.
     NotDigestPinned,
+    /// `:latest` or no tag, and no digest, with `denyLatest` on.
     LatestTag,
 }
 
 impl Rule {
+    /// The stable kebab-case code, e.g. `untrusted-registry`.
     pub fn code(self) -> &'static str {
         match self {
             Rule::InvalidReference => "invalid-reference",
@@ -271,15 +304,20 @@ impl fmt::Display for Rule {
 /// Whether a finding refuses the image or only reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
+    /// Refuses the image.
     Deny,
+    /// Only reported; the image is allowed.
     Warn,
 }
 
 /// One broken rule, with a message naming the image and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// The rule broken.
     pub rule: Rule,
+    /// Whether it refuses the image.
     pub severity: Severity,
+    /// For humans; names the image and the setting.
     pub message: String,
 }
 
@@ -290,6 +328,7 @@ pub enum Trust {
     NoPolicy,
     /// Trusted by this prefix (the first that matches).
     Trusted(TrustedPrefix),
+    /// Under no trusted prefix.
     Untrusted,
     /// The reference does not parse, so its registry is unknown.
     Unknown,
@@ -312,12 +351,14 @@ impl Trust {
 pub struct Verdict {
     /// The image as given (the name, not a mirror).
     pub image: String,
+    /// How it stands against the trusted registries.
     pub trust: Trust,
     /// Denials first (in [`Rule`] order), then warnings.
     pub findings: Vec<Finding>,
 }
 
 impl Verdict {
+    /// No finding denies the image.
     pub fn allowed(&self) -> bool {
         self.denials().next().is_none()
     }
@@ -327,12 +368,14 @@ impl Verdict {
         self.denials().next().map(|f| f.rule)
     }
 
+    /// The findings that refuse the image, in [`Rule`] order.
     pub fn denials(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Deny)
     }
 
+    /// The findings that are only reported.
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()

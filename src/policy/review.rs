@@ -17,9 +17,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{bounded, evaluate_str, Policy, Rule, Verdict, MAX_REASON_LEN};
 
+/// The only ImageReview `apiVersion` served (and answered with).
 pub const IMAGE_REVIEW_API_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
+/// ImageReview's `kind`.
 pub const IMAGE_REVIEW_KIND: &str = "ImageReview";
+/// The only AdmissionReview `apiVersion` served (and answered with).
 pub const ADMISSION_REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+/// AdmissionReview's `kind`.
 pub const ADMISSION_REVIEW_KIND: &str = "AdmissionReview";
 
 /// The pod annotation that asks for break-glass admission; its value is the
@@ -40,6 +44,7 @@ const MAX_ANNOTATION_VALUE: usize = 512;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Denials are answered as denials.
     #[default]
     Enforce,
     /// Allow everything; what would have been denied goes into the audit
@@ -66,20 +71,35 @@ impl std::str::FromStr for Mode {
 /// message; it is bounded and quotes nothing unescaped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
+    /// Not JSON of the expected shape, or a Pod request without the pod.
     #[error("request body is not a valid {kind}: {message}")]
-    Malformed { kind: &'static str, message: String },
+    Malformed {
+        /// The review type expected: `ImageReview` or `AdmissionReview`.
+        kind: &'static str,
+        /// The decoder's complaint, bounded.
+        message: String,
+    },
+    /// An `apiVersion` other than the one served.
     #[error("expected apiVersion {expected:?}, got {found:?}")]
     WrongApiVersion {
+        /// The one served.
         expected: &'static str,
+        /// The one sent, bounded.
         found: String,
     },
+    /// A `kind` other than the one served.
     #[error("expected kind {expected:?}, got {found:?}")]
     WrongKind {
+        /// The one served.
         expected: &'static str,
+        /// The one sent, bounded.
         found: String,
     },
+    /// An AdmissionReview without `request`.
     #[error("AdmissionReview has no request")]
     MissingRequest,
+    /// An AdmissionReview whose `request.uid` is empty: there is nothing to
+    /// echo, so no valid answer.
     #[error("AdmissionReview request has no uid")]
     MissingUid,
 }
@@ -136,14 +156,18 @@ fn filter_annotations(all: &BTreeMap<String, String>) -> BTreeMap<String, String
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageReview {
+    /// Must be [`IMAGE_REVIEW_API_VERSION`].
     #[serde(deserialize_with = "nullable")]
     pub api_version: String,
+    /// Must be [`IMAGE_REVIEW_KIND`].
     #[serde(deserialize_with = "nullable")]
     pub kind: String,
+    /// What is to be admitted.
     #[serde(deserialize_with = "nullable")]
     pub spec: ImageReviewSpec,
 }
 
+/// An ImageReview's `spec`: the pod's images, annotations and namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageReviewSpec {
@@ -151,11 +175,14 @@ pub struct ImageReviewSpec {
     /// the `pods/ephemeralcontainers` subresource.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ImageReviewContainerSpec>,
+    /// The pod's annotations; kube-apiserver sends only those whose key
+    /// contains [`IMAGE_POLICY_ANNOTATION_MARK`].
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub annotations: BTreeMap<String, String>,
+    /// The pod's namespace.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
@@ -163,9 +190,11 @@ pub struct ImageReviewSpec {
     pub namespace: String,
 }
 
+/// One container in an ImageReview.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageReviewContainerSpec {
+    /// The image as written in the pod spec.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
@@ -188,6 +217,8 @@ impl ImageReview {
         Ok(review)
     }
 
+    /// What [`decide`] reads: the namespace, every image, the image-policy
+    /// annotations.
     pub fn to_request(&self) -> ReviewRequest {
         ReviewRequest {
             namespace: self.spec.namespace.clone(),
@@ -208,15 +239,21 @@ impl ImageReview {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReviewResponse {
+    /// [`IMAGE_REVIEW_API_VERSION`].
     pub api_version: String,
+    /// [`IMAGE_REVIEW_KIND`].
     pub kind: String,
+    /// The answer.
     pub status: ImageReviewStatus,
 }
 
+/// An ImageReview answer's `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReviewStatus {
+    /// Whether the pod is admitted.
     pub allowed: bool,
+    /// Why, for the user whose pod was refused; omitted when empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// The apiserver prefixes each key with
@@ -226,6 +263,7 @@ pub struct ImageReviewStatus {
 }
 
 impl ImageReviewResponse {
+    /// The answer that carries `decision`.
     pub fn from_decision(decision: &Decision) -> ImageReviewResponse {
         ImageReviewResponse {
             api_version: IMAGE_REVIEW_API_VERSION.to_string(),
@@ -242,13 +280,18 @@ impl ImageReviewResponse {
 // ---------------------------------------------------------------------------
 // AdmissionReview (admission.k8s.io/v1), for a ValidatingAdmissionWebhook
 
+/// An AdmissionReview as a ValidatingAdmissionWebhook receives it. Also
+/// serialises, so tests can play the apiserver.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AdmissionReview {
+    /// Must be [`ADMISSION_REVIEW_API_VERSION`].
     #[serde(deserialize_with = "nullable")]
     pub api_version: String,
+    /// Must be [`ADMISSION_REVIEW_KIND`].
     #[serde(deserialize_with = "nullable")]
     pub kind: String,
+    /// The request; required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<AdmissionRequest>,
 }
@@ -257,20 +300,26 @@ pub struct AdmissionReview {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AdmissionRequest {
+    /// Identifies the request; the response must echo it.
     #[serde(deserialize_with = "nullable")]
     pub uid: String,
+    /// The object's type; only a core `Pod` is reviewed.
     #[serde(deserialize_with = "nullable")]
     pub kind: GroupVersionKind,
+    /// `subResource`: empty for the pod itself, `ephemeralcontainers` for
+    /// `kubectl debug`; others carry no images.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub sub_resource: String,
+    /// The namespace; the pod's own is used when empty.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub namespace: String,
+    /// `CREATE`, `UPDATE`, `DELETE` or `CONNECT`; the last two carry no pod.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
@@ -281,13 +330,17 @@ pub struct AdmissionRequest {
     pub object: Option<serde_json::Value>,
 }
 
+/// An object's API type, as AdmissionReview names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GroupVersionKind {
+    /// API group; empty for the core group.
     #[serde(deserialize_with = "nullable")]
     pub group: String,
+    /// API version, e.g. `v1`.
     #[serde(deserialize_with = "nullable")]
     pub version: String,
+    /// Kind, e.g. `Pod`.
     #[serde(deserialize_with = "nullable")]
     pub kind: String,
 }
@@ -296,25 +349,31 @@ pub struct GroupVersionKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Pod {
+    /// Its namespace and annotations.
     #[serde(deserialize_with = "nullable")]
     pub metadata: ObjectMeta,
+    /// Its containers.
     #[serde(deserialize_with = "nullable")]
     pub spec: PodSpec,
 }
 
+/// A Pod's `metadata`, as far as the policy reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObjectMeta {
+    /// The pod's name; not used by the decision.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub name: String,
+    /// The pod's namespace, used when the request names none.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub namespace: String,
+    /// Every annotation; only image-policy ones reach the decision.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
@@ -322,25 +381,33 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// A Pod's `spec`: its three container lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodSpec {
+    /// `containers`.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Container>,
+    /// `initContainers`.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub init_containers: Vec<Container>,
+    /// `ephemeralContainers`: the only list reviewed for the
+    /// `ephemeralcontainers` subresource.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub ephemeral_containers: Vec<Container>,
 }
 
+/// One container of any of the lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Container {
+    /// The container's name; not used by the decision.
     #[serde(
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub name: String,
+    /// The image as written.
     #[serde(deserialize_with = "nullable")]
     pub image: String,
 }
@@ -440,19 +507,27 @@ impl AdmissionReview {
     }
 }
 
+/// The answer to an AdmissionReview.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionReviewResponse {
+    /// [`ADMISSION_REVIEW_API_VERSION`].
     pub api_version: String,
+    /// [`ADMISSION_REVIEW_KIND`].
     pub kind: String,
+    /// The answer.
     pub response: AdmissionResponse,
 }
 
+/// An AdmissionReview answer's `response`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionResponse {
+    /// The request's `uid`, echoed.
     pub uid: String,
+    /// Whether the pod is admitted.
     pub allowed: bool,
+    /// Set only on a denial: 403 Forbidden with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AdmissionStatus>,
     /// Shown by kubectl; each at most [`MAX_WARNING_LEN`] bytes.
@@ -467,14 +542,18 @@ pub struct AdmissionResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionStatus {
+    /// HTTP status shown to the client: 403.
     pub code: u16,
+    /// Why the pod was denied, for the user.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Machine-readable reason: `Forbidden`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
 }
 
 impl AdmissionReviewResponse {
+    /// The answer to request `uid` that carries `decision`.
     pub fn from_decision(uid: &str, decision: &Decision) -> AdmissionReviewResponse {
         let status = (!decision.allowed).then(|| AdmissionStatus {
             code: 403,
@@ -501,6 +580,7 @@ impl AdmissionReviewResponse {
 /// What either review asks, reduced to what the policy reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReviewRequest {
+    /// The pod's namespace, for `exemptNamespaces`.
     pub namespace: String,
     /// Verbatim from the pod spec, in order.
     pub images: Vec<String>,
@@ -529,6 +609,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The stable code: `allowed`, a [`Rule`] code, `exempt-namespace`,
+    /// `break-glass`, `audit-would-deny` or `not-reviewed`.
     pub fn code(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
@@ -552,11 +634,14 @@ impl Outcome {
 /// The answer to one review, for either response type and the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the pod is admitted.
     pub allowed: bool,
+    /// Why.
     pub outcome: Outcome,
     /// Human text: why denied, or what was let through. Empty for a plain
     /// allow; at most [`MAX_REASON_LEN`] bytes.
     pub reason: String,
+    /// The request's namespace, for the log line.
     pub namespace: String,
     /// One per reviewed image, in request order.
     pub verdicts: Vec<Verdict>,

@@ -24,9 +24,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+/// The two clocks of a connection (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// From a request's first byte to its answer.
     pub request: Duration,
+    /// How long a keep-alive connection may wait for its next request.
     pub idle: Duration,
 }
 

@@ -29,7 +29,9 @@ use crate::policy::MAX_REASON_LEN;
 /// only images, a namespace and filtered annotations; 1 MiB is generous.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// Where ImagePolicyWebhook POSTs ImageReviews.
 pub const IMAGE_POLICY_PATH: &str = "/imagepolicy";
+/// Where a ValidatingAdmissionWebhook POSTs AdmissionReviews.
 pub const VALIDATE_PATH: &str = "/validate";
 
 type Answer = Response<Full<Bytes>>;

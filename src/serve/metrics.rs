@@ -15,6 +15,8 @@ const BUCKETS: [f64; 12] = [
     0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
 ];
 
+/// The server's counters, shared by every connection; rendered on each
+/// scrape of `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
     decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
@@ -22,12 +24,18 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
+    /// Connections that failed or timed out in the TLS handshake.
     pub handshake_failures: AtomicU64,
+    /// SIGHUP reloads that took effect.
     pub reloads_ok: AtomicU64,
+    /// SIGHUP reloads refused; the previous policy stayed.
     pub reloads_failed: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts one answered review: `verdict` is `allow` or `deny`, `reason`
+    /// an [`Outcome`](crate::policy::Outcome) code, `took` from the complete
+    /// body to the answer.
     pub fn decision(
         &self,
         endpoint: &'static str,
@@ -56,6 +64,7 @@ impl Metrics {
         }
     }
 
+    /// Every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP staticpin_serve_decisions_total Review decisions, by endpoint, verdict and reason.");

@@ -53,8 +53,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a request is decided with; replaced whole on reload.
 pub struct Loaded {
+    /// The `policy:` settings every review is judged by.
     pub policy: Policy,
+    /// Enforce denials, or only record them.
     pub mode: Mode,
+    /// Serving certificate and client CA; new connections take the current one.
     pub tls: Arc<rustls::ServerConfig>,
 }
 
@@ -84,6 +87,7 @@ impl Loaded {
 /// State shared by every connection.
 pub struct Shared {
     current: RwLock<Arc<Loaded>>,
+    /// Counters for `/metrics`; they survive reloads.
     pub metrics: metrics::Metrics,
 }
 
@@ -108,7 +112,9 @@ impl Shared {
 
 /// How the server runs; the addresses are fixed for the process's life.
 pub struct Options {
+    /// Request and idle timeouts, for both ports' connections.
     pub timeouts: conn::Timeouts,
+    /// Decision-port connections open at once; more wait to be accepted.
     pub max_connections: usize,
     /// Reads and validates the configuration again (files, then the command
     /// line's flags); called at start and on every SIGHUP.

@@ -23,6 +23,7 @@ pub enum TrustError {
 /// What kind of failure a transport error was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// The connect or request timeout passed.
     Timeout,
     /// A redirect error: only reachable for clients that follow redirects.
     Redirect,

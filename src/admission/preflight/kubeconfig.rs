@@ -499,8 +499,11 @@ fn duplicate(names: Vec<Option<&str>>, list: &str) -> Option<(String, String)> {
 /// `serve`'s end.
 #[derive(Debug, Clone)]
 pub struct ClientEnd {
+    /// The cluster's `server`: the URL kube-apiserver POSTs to.
     pub server: String,
+    /// The CA bundle that verifies the backend's certificate.
     pub ca_pem: Vec<u8>,
+    /// The client certificate (chain) kube-apiserver presents.
     pub client_cert_pem: Vec<u8>,
 }
 

@@ -47,26 +47,43 @@ pub use kubeconfig::{client_end, ClientEnd};
 
 /// Check names, stable for `doctor`'s table and for scripts that grep it.
 pub const CHECK_ADMISSION_CONFIG: &str = "admission-config";
+/// The `ImagePolicyWebhook` entry and its `configuration:` or `path:`.
 pub const CHECK_PLUGIN: &str = "image-policy-plugin";
+/// The `imagePolicy` settings: TTLs, backoff, `kubeConfigFile`.
 pub const CHECK_SETTINGS: &str = "image-policy-settings";
+/// `defaultAllow`: warns when the webhook fails open.
 pub const CHECK_FAIL_OPEN: &str = "fail-open";
+/// The webhook kubeconfig: readable, and its current-context resolves.
 pub const CHECK_KUBECONFIG: &str = "webhook-kubeconfig";
+/// The kubeconfig's `server`: an https URL with a host.
 pub const CHECK_SERVER: &str = "webhook-server";
+/// The CA that verifies the webhook backend.
 pub const CHECK_CA: &str = "webhook-ca";
+/// kube-apiserver's client certificate and key: they load, match and are
+/// within their validity.
 pub const CHECK_CLIENT_CERT: &str = "webhook-client-cert";
+/// Every referenced file lies in a directory mounted into the apiserver
+/// container.
 pub const CHECK_MOUNTS: &str = "mounts";
 
 /// The only `apiVersion` kube-apiserver documents for the admission config.
 pub const API_VERSION: &str = "apiserver.config.k8s.io/v1";
 /// The deprecated alpha group, still decoded by kube-apiserver.
 pub const API_VERSION_DEPRECATED: &str = "apiserver.k8s.io/v1alpha1";
+/// The admission config's `kind`.
 pub const KIND: &str = "AdmissionConfiguration";
+/// The plugin's name in `plugins:` and in `--enable-admission-plugins`.
 pub const PLUGIN_NAME: &str = "ImagePolicyWebhook";
 
+/// How a check came out, ordered best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// The check holds.
     Pass,
+    /// kube-apiserver starts, but something is weak or may break later
+    /// (fail open, an unverified backend, an expired certificate).
     Warn,
+    /// kube-apiserver would not start, or the webhook would not work.
     Fail,
 }
 
@@ -85,13 +102,17 @@ impl fmt::Display for Level {
 /// reference it, and the message names the referenced path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// How the check came out.
     pub level: Level,
+    /// Which check, one of the `CHECK_*` names.
     pub check: &'static str,
+    /// The file to look at.
     pub file: PathBuf,
     /// A dotted path in the file's own spelling, e.g.
     /// `plugins[0].configuration.imagePolicy.allowTTL` or
     /// `users[0].user.client-key`; `None` for the file as a whole.
     pub field: Option<String>,
+    /// What was found, or what to fix.
     pub message: String,
 }
 
@@ -142,6 +163,7 @@ pub fn preflight(config_file: &Path, mounted: &[PathBuf]) -> (Admission, Vec<Fin
     (admission, run.findings)
 }
 
+/// Whether any finding is a [`Level::Fail`]: the files must not be wired in.
 pub fn has_failures(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.level == Level::Fail)
 }

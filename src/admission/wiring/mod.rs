@@ -34,10 +34,14 @@ use mount::wire_mount;
 
 pub use target::{find as find_target, ContainerView, Target};
 
+/// Plugins enabled on top of kube-apiserver's defaults; the plugin is
+/// merged in here.
 pub const ENABLE_PLUGINS: &str = "--enable-admission-plugins";
+/// Plugins turned off; read only to refuse an overlap with the enabled ones.
 pub const DISABLE_PLUGINS: &str = "--disable-admission-plugins";
 /// Deprecated, still honoured: exactly these plugins, nothing by default.
 pub const ADMISSION_CONTROL: &str = "--admission-control";
+/// The admission config kube-apiserver reads at start-up.
 pub const CONFIG_FILE: &str = "--admission-control-config-file";
 
 /// Directories that are never mounted as the admission directory: mounting
@@ -96,6 +100,8 @@ pub struct Request {
 }
 
 impl Request {
+    /// Wire in `ImagePolicyWebhook` with this config file, mounting the
+    /// file's directory; never take over another config file.
     pub fn new(config_file: PathBuf) -> Request {
         let mount_dir = config_file
             .parent()
@@ -114,7 +120,10 @@ impl Request {
 /// needed), what changed, and what the container will be able to see.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The whole manifest after wiring.
     pub new_text: String,
+    /// One line per edit, for the report (e.g. `added ...`); empty when the
+    /// manifest is already wired.
     pub changes: Vec<String>,
     /// Host directories mounted whole (no `subPath`) at the same path inside
     /// the container, including the one this plan adds: what preflight may

@@ -15,11 +15,15 @@
 /// caller used. A non-string item in `command` or `args` is `None`.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerView<'a> {
+    /// The container's `name`; `kube-apiserver` marks a look-alike in a
+    /// labelled Pod and wins ties between look-alikes.
     pub name: Option<&'a str>,
     /// `None` when the field is absent; an empty list counts as absent, as
     /// for kubelet (the image's entrypoint runs).
     pub command: Option<Vec<Option<&'a str>>>,
+    /// `args`; empty when absent.
     pub args: Vec<Option<&'a str>>,
+    /// The container's `image`, as written.
     pub image: Option<&'a str>,
 }
 
@@ -27,11 +31,23 @@ pub struct ContainerView<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Runs the binary directly; flags added to `command`/`args` reach it.
-    Direct { index: usize },
+    Direct {
+        /// Its index in `spec.containers`.
+        index: usize,
+    },
     /// Runs kube-apiserver through something else; `why` says what.
-    Wrapped { index: usize, why: String },
+    Wrapped {
+        /// Its index in `spec.containers`.
+        index: usize,
+        /// What runs instead and how to fix it: the message wiring
+        /// refuses with.
+        why: String,
+    },
     /// More than one container runs kube-apiserver directly.
-    Ambiguous { indices: Vec<usize> },
+    Ambiguous {
+        /// Their indices in `spec.containers`.
+        indices: Vec<usize>,
+    },
 }
 
 impl Target {
