@@ -23,8 +23,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::registry::Settings;
 use crate::{config, credentials};
 
+/// Exit code: everything succeeded.
 pub const EXIT_OK: u8 = 0;
+/// Exit code: a check found something to act on (e.g. unpinned, untrusted or
+/// drifted images).
 pub const EXIT_CHECK: u8 = 1;
+/// Exit code: something failed, or the arguments were invalid.
 pub const EXIT_FAILED: u8 = 2;
 
 const EXIT_CODES_HELP: &str = "Exit codes:\n  0  everything succeeded\n  1  a check found unpinned images (check modes)\n  2  at least one image or file failed, or the arguments were invalid";
@@ -33,6 +37,7 @@ const PIN_EXIT_CODES_HELP: &str = "Exit codes:\n  0  every file pinned, already 
 
 const ROLLBACK_EXIT_CODES_HELP: &str = "Exit codes:\n  0  the run was undone, or there was nothing to undo\n  2  a file was refused or failed, the backup tree is not trusted, or the\n     arguments were invalid";
 
+/// The parsed command line: global flags and one subcommand.
 #[derive(Debug, Parser)]
 #[command(name = "staticpin", version, about = "Pin Kubernetes static pod images to registry digests, on the node", after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -40,10 +45,12 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands, one module each.
 // Parsed once and moved into its subcommand; boxing would only add noise.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -120,6 +127,7 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> u8 {
     EXIT_FAILED
 }
 
+/// How a subcommand prints its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -152,6 +160,7 @@ impl ConfigFlag {
 /// exactly the values that key takes.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
+    /// `--config`, shared with every subcommand that reads configuration.
     #[command(flatten)]
     pub config: ConfigFlag,
 
@@ -159,12 +168,14 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "FILE", value_parser = path_flag)]
     pub docker_config: Option<PathBuf>,
 
+    /// `--kubelet-root-dir`: overrides `kubeletRootDir`.
     #[arg(long, value_name = "DIR", value_parser = path_flag, help = format!(
         "kubelet's --root-dir, whose config.json is searched first [default: {}]",
         config::DEFAULT_KUBELET_ROOT_DIR
     ))]
     pub kubelet_root_dir: Option<PathBuf>,
 
+    /// `--certs-dir`, repeated: replaces `certsDirs` when given at all.
     #[arg(long = "certs-dir", value_name = "DIR", value_parser = path_flag, help = format!(
         "A certs directory in containerd/docker layout (<dir>/<host[:port]>/*.crt). Repeatable; \
          replaces the defaults {}",
@@ -176,6 +187,7 @@ pub struct RegistryArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", value_parser = registry_host_flag)]
     pub insecure_registries: Vec<String>,
 
+    /// `--timeout`: overrides `timeout`, for one whole registry request.
     #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
         "Time allowed for one whole request: {} [default: {}]",
         config::duration::SYNTAX,
@@ -183,24 +195,28 @@ pub struct RegistryArgs {
     ))]
     pub timeout: Option<Duration>,
 
+    /// `--deadline`: overrides `deadline`, the whole run's registry budget.
     #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
         "Time the whole run may spend on registries; later answers count as timeouts [default: {}]",
         show(config::DEFAULT_DEADLINE)
     ))]
     pub deadline: Option<Duration>,
 
+    /// `--connect-timeout`: overrides `connectTimeout`.
     #[arg(long, value_name = "DURATION", value_parser = config::duration::parse, help = format!(
         "Time allowed to establish a connection [default: {}]",
         show(config::DEFAULT_CONNECT_TIMEOUT)
     ))]
     pub connect_timeout: Option<Duration>,
 
+    /// `--retries`: overrides `retries`.
     #[arg(long, value_name = "N", help = format!(
         "Retries after the first attempt on 429, 5xx and connection failures [default: {}]",
         config::DEFAULT_RETRIES
     ))]
     pub retries: Option<u32>,
 
+    /// `--concurrency`: overrides `concurrency`.
     #[arg(long, value_name = "N", value_parser = concurrency_flag, help = format!(
         "Registry requests in flight at once, 1 to {} [default: {}]",
         config::MAX_CONCURRENCY,
@@ -503,6 +519,8 @@ fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// Runs the subcommand on a single-threaded runtime (`serve` builds its own)
+/// and returns its exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

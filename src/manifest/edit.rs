@@ -20,7 +20,9 @@ use super::parse::{byte_offsets, locate_scalar, Node, Quoting};
 pub struct TextEdit {
     start: usize,
     end: usize,
+    /// Tie-breaker among edits at the same position: lower goes first.
     pub order: usize,
+    /// The replacement text, already encoded for its quoting and layout.
     pub text: String,
 }
 
@@ -38,36 +40,56 @@ impl TextEdit {
 
 /// The same change, structurally, for verification.
 pub enum Change {
+    /// A scalar at `path` becomes the string `value`.
     Set {
+        /// Where the scalar is, from the document root.
         path: Vec<Seg>,
+        /// The new string value.
         value: String,
     },
+    /// `value` is inserted into the list at `path`, at `index`.
     Insert {
+        /// The list, from the document root.
         path: Vec<Seg>,
+        /// Position in the list as it was before any insertion.
         index: usize,
+        /// The matching text edit's order, so insertions at one index verify in
+        /// text order.
         order: usize,
+        /// The new item, as the independent parser should read it.
         value: Value,
     },
 }
 
+/// One step of a path into the document: a mapping key or a list index.
 #[derive(Clone)]
 pub enum Seg {
+    /// A mapping key.
     Key(&'static str),
+    /// A list index, 0-based.
     Index(usize),
 }
 
 /// An edit session over one text: the text edits, their structural twins,
 /// and a line per change for the report.
 pub struct Editor<'a> {
+    /// The original text; edit positions are byte offsets into it.
     pub text: &'a str,
+    /// The line ending for inserted lines: `\r\n` if the text uses any, else
+    /// `\n`.
     pub eol: &'static str,
+    /// The text edits so far.
     pub edits: Vec<TextEdit>,
+    /// Their structural twins, for [`verify`].
     pub changes: Vec<Change>,
+    /// One human-readable line per change, for the report.
     pub summary: Vec<String>,
+    /// The last order handed out by [`Editor::next_order`].
     pub order: usize,
 }
 
 impl<'a> Editor<'a> {
+    /// An empty session over `text`.
     pub fn new(text: &'a str) -> Editor<'a> {
         Editor {
             text,
@@ -84,16 +106,20 @@ impl<'a> Editor<'a> {
         apply(self.text, &mut self.edits)
     }
 
+    /// Byte offset of the parser's character index `char_index` in the text.
     pub fn byte(&self, char_index: usize) -> usize {
         byte_offsets(self.text, [char_index])[0]
     }
 
+    /// A fresh order, later than every one handed out before.
     pub fn next_order(&mut self) -> usize {
         self.order += 1;
         self.order
     }
 }
 
+/// The path of item `i` in list `field` under `cpath`, e.g. a container's
+/// `command[i]`.
 pub fn field_path(cpath: &[Seg], field: &'static str, i: usize) -> Vec<Seg> {
     let mut p = cpath.to_vec();
     p.push(Seg::Key(field));
@@ -152,8 +178,11 @@ pub fn plain_safe(v: &str) -> Result<(), String> {
 /// A block sequence item's layout: where its line starts, the text before
 /// its content (`    - `), and the content's column.
 pub struct ItemLayout {
+    /// Byte offset where the item's line starts.
     pub line_start: usize,
+    /// Everything on the line before the content, dash included, e.g. `    - `.
     pub dash_prefix: String,
+    /// Column of the content, in bytes: the indent a continuation line needs.
     pub content_col: usize,
 }
 
@@ -246,6 +275,8 @@ pub(crate) fn insert_item(
     Ok(())
 }
 
+/// Applies `edits` to `text` in position order (sorting them) and returns the
+/// new text; unverified.
 pub fn apply(text: &str, edits: &mut [TextEdit]) -> String {
     edits.sort_by_key(|e| (e.start, e.order));
     let mut out = String::with_capacity(text.len() + 512);

@@ -43,17 +43,24 @@ pub fn check_size(len: usize) -> Result<(), String> {
 /// be reported as pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skip {
+    /// Why, in words, for the report.
     pub reason: String,
+    /// Whether the skip fails the run (exit 2) rather than passing over the
+    /// file.
     pub is_error: bool,
 }
 
 impl Skip {
+    /// A skip that does not fail the run: the file is simply not a manifest to
+    /// pin.
     pub fn benign(reason: impl Into<String>) -> Skip {
         Skip {
             reason: reason.into(),
             is_error: false,
         }
     }
+    /// A skip that fails the run: kubelet would reject the file, or might read
+    /// it differently from staticpin.
     pub fn error(reason: impl Into<String>) -> Skip {
         Skip {
             reason: reason.into(),

@@ -43,10 +43,15 @@ pub const MAX_ALIASES: usize = 100;
 /// a document; serde_norway gives up at 100 per event, far above this.
 pub const MAX_ALIAS_EXPANSIONS: u64 = 1000;
 
+/// How an image scalar is quoted in the file. A pin keeps it, save for the
+/// one case [`written_quoting`](super::splice::written_quoting) describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quoting {
+    /// No quotes.
     Plain,
+    /// `'…'`.
     Single,
+    /// `"…"`.
     Double,
 }
 
@@ -61,6 +66,7 @@ pub struct ImageSite {
     pub container: Option<String>,
     /// The decoded value.
     pub value: String,
+    /// How the value is quoted; the new value is written the same way.
     pub quoting: Quoting,
     /// Byte range of the scalar's text between any quotes.
     pub inner: Range<usize>,
@@ -82,9 +88,13 @@ impl ImageSite {
     }
 }
 
+/// What [`inspect`] found in a Pod manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
+    /// `metadata.name`, when it is a string.
     pub name: Option<String>,
+    /// Every image site: containers, initContainers, ephemeralContainers, then
+    /// image volumes.
     pub images: Vec<ImageSite>,
     /// Things the operator should know that do not stop pinning (e.g. a
     /// second document kubelet ignores).

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use super::Skip;
 
+/// One directory entry (or the file given), classified as kubelet would.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry {
+    /// A regular file (or a symlink to one): kubelet reads it as a manifest.
     File(PathBuf),
+    /// Not read as a manifest, with the reason.
     Skipped(PathBuf, Skip),
 }
 

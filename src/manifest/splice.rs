@@ -13,9 +13,13 @@ use super::parse::{inspect, ImageSite, Quoting, VOLUMES_FIELD};
 
 pub use super::edit::encode;
 
+/// One image pin: the site to change and the value it gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit {
+    /// Where the old value is, as [`inspect`] found it.
     pub site: ImageSite,
+    /// The whole new reference, e.g. `name:tag@sha256:…`; encoded for the
+    /// site's quoting when written.
     pub new_value: String,
 }
 

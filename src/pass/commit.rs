@@ -13,6 +13,7 @@ use crate::fsutil::{self, FsError, Step, WriteOutcome};
 /// What a successful commit did.
 #[derive(Debug)]
 pub struct Committed {
+    /// The backup of the bytes the plan was made from.
     pub backup: PathBuf,
     /// The file already held the new bytes (nothing was written).
     pub unchanged: bool,

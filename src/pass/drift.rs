@@ -26,7 +26,10 @@ pub enum Drift {
     /// The tag names the pinned digest.
     Current,
     /// The tag now names `now`.
-    Drifted { now: Digest },
+    Drifted {
+        /// The digest the tag names now, as the registry claims it.
+        now: Digest,
+    },
     /// No digest in the manifest: nothing to drift from (pin it first).
     NotPinned,
     /// `name@digest` without a tag: nothing to compare with.
@@ -59,8 +62,11 @@ impl Drift {
 /// One image in one manifest.
 #[derive(Debug, Clone)]
 pub struct StatusRow {
+    /// The manifest it is in.
     pub file: PathBuf,
+    /// 1-based line of the image value.
     pub line: usize,
+    /// The container's (or image volume's) name, when the manifest gives one.
     pub container: Option<String>,
     /// The reference as written, without its digest.
     pub reference: String,
@@ -68,6 +74,7 @@ pub struct StatusRow {
     pub digest: Option<String>,
     /// `None`: no registry policy.
     pub trusted: Option<bool>,
+    /// Whether the tag still names the pinned digest.
     pub drift: Drift,
 }
 
@@ -75,7 +82,10 @@ pub struct StatusRow {
 /// outcomes (failed or skipped files) in `report`.
 #[derive(Debug)]
 pub struct Status {
+    /// One row per image, manifest by manifest.
     pub rows: Vec<StatusRow>,
+    /// The pass report of the scan: files that failed or were skipped, for the
+    /// exit code and the JSON.
     pub report: Report,
 }
 

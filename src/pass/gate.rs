@@ -19,7 +19,11 @@ use crate::health;
 pub struct HealthGate {
     /// Default: the manifest's livenessProbe URL.
     pub url: Option<String>,
+    /// An extra CA for the apiserver's certificate; `None`: system roots and
+    /// the cluster CA (`/etc/kubernetes/pki/ca.crt`) if present.
     pub ca: Option<PathBuf>,
+    /// How long to wait for a healthy answer, after `settle`, before rolling
+    /// back.
     pub timeout: Duration,
     /// Time to let kubelet notice the change (its relist period is 20 s)
     /// before a healthy answer counts: until then the old apiserver answers.

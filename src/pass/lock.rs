@@ -15,13 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use crate::config::DEFAULT_LOCK_FILE;
+/// How long a writing run waits for another to finish before giving up.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Where the lock lives and how long to wait for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockSettings {
+    /// The lock file; its directory is created if missing.
     pub path: PathBuf,
+    /// How long to wait for the lock before failing with [`LockError::Busy`].
     pub timeout: Duration,
 }
 
@@ -34,14 +37,25 @@ impl Default for LockSettings {
     }
 }
 
+/// Why the run lock could not be taken; the run writes nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// The lock file could not be created, opened or locked.
     #[error("cannot open lock file {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    Open {
+        /// The lock file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another staticpin held the lock for the whole timeout.
     #[error("another staticpin ({holder}) holds the lock {path}; gave up after {waited:.0?}")]
     Busy {
+        /// The lock file.
         path: PathBuf,
+        /// `pid N` from the file, or `pid unknown`.
         holder: String,
+        /// How long this run waited.
         waited: Duration,
     },
 }

@@ -94,15 +94,21 @@ fn kind_label(kind: &str) -> String {
 /// Everything one metrics file says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
+    /// Images by state, after the pass.
     pub images: ImageCounts,
+    /// Manifest files by outcome.
     pub manifests: ManifestCounts,
     /// `Some` when admission wiring is enabled: whether kube-apiserver.yaml
     /// is wired after the pass.
     pub apiserver_wired: Option<bool>,
     /// When the pass ended.
     pub last_pass: SystemTime,
+    /// No file failed and no pass-wide error (for a drift check, no registry
+    /// question failed either).
     pub last_pass_success: bool,
+    /// How long the pass took.
     pub last_pass_duration: Duration,
+    /// The process's counters at the end of the pass.
     pub counters: Counters,
 }
 

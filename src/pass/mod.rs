@@ -41,11 +41,15 @@ use crate::reference::ImageRef;
 use crate::registry::{resolve_all, Resolver};
 use plan::{LoadError, Loaded};
 
+/// How a pass runs: what it may do, how it pins, and the safety nets around
+/// writing.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Write, show the diff, or only check.
     pub mode: Mode,
     /// Write `name@digest` instead of `name:tag@digest`.
     pub digest_only: bool,
+    /// Registry requests in flight at once.
     pub concurrency: usize,
     /// Wire this admission setup into kube-apiserver.yaml in the same pass.
     pub admission: Option<apiserver::Request>,

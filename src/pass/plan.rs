@@ -20,18 +20,26 @@ use crate::registry::{Resolution, ResolveError};
 /// A manifest read and understood, before any resolution.
 #[derive(Clone, Debug)]
 pub struct Loaded {
+    /// The manifest as scanned; the path written back to.
     pub path: PathBuf,
     /// The exact bytes read: what the plan is made from, what the backup
     /// holds, and what the compare-and-swap expects to find.
     pub text: String,
+    /// Each image value with its parsed reference, in [`inspect`]'s order:
+    /// containers, initContainers, ephemeralContainers, then image volumes.
     pub sites: Vec<(ImageSite, ImageRef)>,
+    /// kube-apiserver's manifest: the one admission wiring and the health gate
+    /// apply to.
     pub is_apiserver: bool,
 }
 
 /// Why a file cannot even be planned.
 #[derive(Debug)]
 pub enum LoadError {
+    /// Left alone, as a skip: too big, not UTF-8, or not read as kubelet reads
+    /// it.
     Skipped(Skip),
+    /// Unreadable, or an image value that is not a reference.
     Failed(FileError),
 }
 
@@ -79,7 +87,10 @@ pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Loaded, LoadError> {
 /// The change to make to one file.
 #[derive(Debug)]
 pub struct Plan {
+    /// The whole file after the change; the old text when nothing changes.
     pub new_text: String,
+    /// Every image site, in [`Loaded::sites`] order, with what this plan does
+    /// to it.
     pub images: Vec<ImageReport>,
     /// How many images get a digest.
     pub pinned: usize,
@@ -90,6 +101,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether writing the plan over `old` would change anything.
     pub fn changes(&self, old: &str) -> bool {
         self.new_text != old
     }

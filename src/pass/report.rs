@@ -16,6 +16,7 @@ use crate::manifest::Skip;
 use crate::reference::ReferenceError;
 use crate::registry::ResolveError;
 
+/// What a pass may do: write, only show the change, or only look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Resolve and write.
@@ -29,12 +30,15 @@ pub enum Mode {
 /// One image as found in a file.
 #[derive(Clone, Debug, Default)]
 pub struct ImageReport {
+    /// 1-based line of the image value in the file.
     pub line: usize,
+    /// The value as written in the file, before this pass.
     pub image: String,
     /// The container's name, when the manifest gives one.
     pub container: Option<String>,
     /// The new value, when this pass pins it.
     pub pinned: Option<String>,
+    /// Why resolving it failed; its kind says whether retrying may help.
     pub error: Option<ResolveError>,
     /// `policy.trustedRegistries` on the image's *name*; `None`: no registry policy.
     pub trusted: Option<bool>,
@@ -53,19 +57,25 @@ impl ImageReport {
     }
 }
 
+/// What a pass did (or, in dry-run, would do) to one file.
 #[derive(Debug)]
 pub enum Outcome {
     /// The file was changed (in dry-run: would be). `pinned` images got a
     /// digest; `wired` says the admission wiring was part of the change.
     Changed {
+        /// Images that got a digest.
         pinned: usize,
+        /// The admission wiring changed the file too.
         wired: bool,
     },
     /// Nothing to change: every image already carries a digest.
     Unchanged,
     /// `--check`: these many images are not pinned.
     Unpinned(usize),
+    /// Left alone: not a Pod, not a regular file, or something kubelet would
+    /// read differently or reject (the skip says whether it is an error).
     Skipped(Skip),
+    /// It failed; the error says why, and whether the file was left as it was.
     Failed(FileError),
 }
 
@@ -73,20 +83,33 @@ pub enum Outcome {
 /// as it was unless the variant says otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The path given could not be read or its directory listed.
     #[error("{0}")]
     Scan(String),
+    /// Reading the manifest failed.
     #[error("cannot {what}: {source}")]
     Io {
+        /// The step that failed: `stat` or `read`.
         what: &'static str,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// An image value that is not a valid image reference.
     #[error("line {line}: {source}")]
-    InvalidReference { line: usize, source: ReferenceError },
+    InvalidReference {
+        /// 1-based line of the value.
+        line: usize,
+        /// What is wrong with it.
+        source: ReferenceError,
+    },
+    /// One or more images did not resolve (one error each); nothing is written.
     #[error("{}", join(.0))]
     Resolve(Vec<ResolveError>),
     /// The result would be a file kubelet rejects for its size.
     #[error("refusing to write: the result would be {0}")]
     TooLarge(String),
+    /// The rewrite did not prove to change only the image values; nothing is
+    /// written.
     #[error("refusing to write: the rewrite did not verify ({0}); this is a staticpin bug, please report it")]
     Verify(String),
     /// Wiring refused or preflight failed; the text says which.
@@ -96,24 +119,34 @@ pub enum FileError {
     /// Each entry names the container and the image.
     #[error("policy violation, file left as it is: {}", .0.join("; "))]
     Policy(Vec<String>),
+    /// Saving the original failed, so nothing was written.
     #[error("not written, backup failed: {0}")]
     Backup(FsError),
     /// The compare-and-swap found someone else's write.
     #[error("changed while staticpin ran; nothing written")]
     Changed,
+    /// The write failed and nothing changed, unless only the directory fsync
+    /// after the rename failed: then the new bytes are in place but may not
+    /// survive a crash.
     #[error("{0}")]
     Write(FsError),
     /// Written, then kube-apiserver never became healthy.
     #[error("{reason}; {rollback}")]
     Unhealthy {
+        /// Why the gate gave up: the health URL or CA was unusable, or no healthy
+        /// answer came in time (with the last probe's result).
         reason: String,
+        /// What the rollback did.
         rollback: GateRollback,
     },
     /// Written, then staticpin was told to stop before the health gate had
     /// an answer: an unverified change is not left behind. Not a verdict on
     /// the change, so it is not remembered and is tried again next time.
     #[error("staticpin stopped before kube-apiserver answered healthy; {rollback}")]
-    Interrupted { rollback: GateRollback },
+    Interrupted {
+        /// What the rollback did.
+        rollback: GateRollback,
+    },
 }
 
 fn join(errors: &[ResolveError]) -> String {
@@ -142,10 +175,13 @@ impl FileError {
 /// What the health gate's rollback did.
 #[derive(Debug)]
 pub enum GateRollback {
+    /// The previous manifest was put back from this backup.
     Restored(PathBuf),
     /// The file no longer holds what staticpin wrote: someone changed it
     /// after the write, and that change stands.
     ChangedMeanwhile,
+    /// The rollback itself failed (the text says why); the unhealthy change may
+    /// still be in place.
     Failed(String),
 }
 
@@ -163,13 +199,19 @@ impl fmt::Display for GateRollback {
     }
 }
 
+/// One manifest's entry in the report: what happened to it and to each of its
+/// images.
 #[derive(Debug)]
 pub struct FileReport {
+    /// The manifest, as given or as found in a given directory.
     pub path: PathBuf,
+    /// What happened to it.
     pub outcome: Outcome,
+    /// Its images; under `--check`, only those unpinned or untrusted.
     pub images: Vec<ImageReport>,
     /// Unified diff of the change (dry-run only).
     pub diff: Option<String>,
+    /// Where the original was saved before the write ([`Mode::Apply`] only).
     pub backup: Option<PathBuf>,
     /// Admission wiring done (or planned) in this file, and preflight warnings.
     pub admission: Vec<String>,
@@ -196,6 +238,8 @@ impl FileReport {
         }
     }
 
+    /// Whether this file fails the run: it failed, or was skipped for an error
+    /// kubelet would also hit.
     pub fn is_error(&self) -> bool {
         match &self.outcome {
             Outcome::Failed(_) => true,
@@ -205,9 +249,13 @@ impl FileReport {
     }
 }
 
+/// The result of one pass over a set of paths: what `pin` prints and what its
+/// exit code is decided from.
 #[derive(Debug)]
 pub struct Report {
+    /// What the pass was allowed to do.
     pub mode: Mode,
+    /// One entry per manifest, in the order scanned.
     pub files: Vec<FileReport>,
     /// Failures of the pass as a whole (not of one file).
     pub errors: Vec<String>,
@@ -216,6 +264,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report for a pass in `mode`.
     pub fn new(mode: Mode) -> Report {
         Report {
             mode,
@@ -225,10 +274,13 @@ impl Report {
         }
     }
 
+    /// How many files have an outcome matching `f`.
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.files.iter().filter(|r| f(&r.outcome)).count()
     }
 
+    /// Whether anything failed (a pass-wide error, or a file for which
+    /// [`FileReport::is_error`]): exit code 2.
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty() || self.files.iter().any(FileReport::is_error)
     }
@@ -247,6 +299,7 @@ impl Report {
         self.count(|o| matches!(o, Outcome::Failed(FileError::Policy(_)))) > 0
     }
 
+    /// Images without a digest, summed over the files `--check` found unpinned.
     pub fn unpinned(&self) -> usize {
         self.files
             .iter()

@@ -37,9 +37,12 @@ const DIR_MODE: u32 = 0o700;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheEntry {
+    /// The digest the tag named, e.g. `sha256:…`.
     pub digest: String,
+    /// The manifest's media type, when the answer said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The registry host the reference names.
     pub registry: String,
     /// RFC 3339 UTC, e.g. `2026-11-30T09:45:00Z`.
     pub resolved_at: String,
@@ -55,8 +58,11 @@ struct CacheFile {
 /// A digest taken from the cache instead of the registry, for the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheHit {
+    /// The reference as the manifest spells it.
     pub image: String,
+    /// The cached digest used for it.
     pub digest: String,
+    /// When that digest was resolved (the entry's `resolvedAt`).
     pub resolved_at: String,
     /// Why the registry was not used: its error, or `--offline`.
     pub why: String,
@@ -111,14 +117,17 @@ impl DigestCache {
         }
     }
 
+    /// The cache file, `<state_dir>/digests.json`.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// How many tags the cache holds.
     pub fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
     }
 
+    /// Whether the cache holds no tag at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -132,6 +141,7 @@ impl DigestCache {
         )
     }
 
+    /// The last digest recorded for the image's `host/path:tag`, if any.
     pub fn get(&self, image: &ImageRef) -> Option<CacheEntry> {
         self.entries.lock().ok()?.get(&Self::key(image)).cloned()
     }
@@ -201,6 +211,8 @@ pub struct CachingResolver<'a, R> {
 }
 
 impl<'a, R: Resolver> CachingResolver<'a, R> {
+    /// Wraps `inner`: answers go into `cache`, and with `offline` every answer
+    /// comes from it and nothing reaches the registry.
     pub fn new(inner: &'a R, cache: &'a DigestCache, offline: bool) -> Self {
         CachingResolver {
             inner,

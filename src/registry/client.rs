@@ -53,6 +53,9 @@ application/vnd.oci.image.index.v1+json";
 /// Redirects followed for one request; registries use one or two.
 const MAX_REDIRECTS: usize = 5;
 
+/// The real [`Resolver`]: the OCI distribution API as containerd speaks it
+/// (hosts.toml mirrors, per-host certs, token auth), with each host's client,
+/// endpoint and tokens kept for reuse across runs.
 pub struct HttpResolver {
     settings: Settings,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
@@ -105,6 +108,7 @@ impl Endpoint {
 }
 
 impl HttpResolver {
+    /// A resolver for `settings`; its first run's deadline starts now.
     pub fn new(settings: Settings) -> HttpResolver {
         let deadline = tokio::time::Instant::now().checked_add(settings.deadline);
         HttpResolver {

@@ -31,6 +31,8 @@ use crate::reference::{Digest, ImageRef};
 /// What a tag resolved to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
+    /// The manifest digest: verified against the fetched bytes for a GET, the
+    /// registry's claim for a HEAD, the reference's own when already pinned.
     pub digest: Digest,
     /// The manifest's media type, e.g. an OCI index for multi-arch tags.
     /// `None` when the reference was already pinned and nothing was asked.
@@ -43,21 +45,38 @@ pub struct Resolution {
 /// Failure classes a caller or operator branches on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// Not a reference a registry can be asked about (or already pinned).
     InvalidReference,
+    /// The registry has no such repository or tag (404).
     NotFound,
+    /// No credentials, or the ones tried were refused (401).
     Unauthorized,
+    /// The registry refused access to the repository (403).
     Forbidden,
+    /// The TLS handshake or certificate verification failed.
     Tls,
+    /// A request, or the run's whole deadline, ran out.
     Timeout,
+    /// The connection could not be made or broke.
     Connect,
+    /// The registry's digest is malformed, ambiguous, or does not match the
+    /// bytes.
     BadDigest,
+    /// Too many requests (429), after any retries.
     RateLimited,
+    /// The registry kept failing (5xx), after any retries.
     Server,
+    /// An answer staticpin cannot use: not a manifest, an unexpected status, a
+    /// malformed challenge or token answer, an unsupported digest algorithm.
     Protocol,
+    /// staticpin's own setup is wrong: hosts.toml, the HTTP client, credentials
+    /// that would go over plain HTTP, or offline with no cached digest.
     Config,
 }
 
 impl ErrorKind {
+    /// The kind in words, as messages print it; `metrics` derives its label
+    /// from it.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidReference => "invalid reference",
@@ -95,9 +114,13 @@ impl fmt::Display for ErrorKind {
 /// quote, and transport errors (which carry URLs without userinfo).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ResolveError {
+    /// The reference as the manifest spells it.
     pub image: String,
+    /// The registry host the reference names (not a mirror that was tried).
     pub registry: String,
+    /// The failure class, for retries and exit decisions.
     pub kind: ErrorKind,
+    /// What happened, in words, with no credentials in it.
     pub detail: String,
 }
 
@@ -147,6 +170,8 @@ impl Failure {
 
 /// Anything that can turn a tagged reference into a digest.
 pub trait Resolver: Sync {
+    /// The digest the tag names now, from a GET whose bytes are verified
+    /// against it: what `pin` writes.
     fn resolve(
         &self,
         image: &ImageRef,
@@ -166,17 +191,21 @@ pub trait Resolver: Sync {
 /// How to reach registries; built from flags and config.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Credentials from the docker config kubelet would use.
     pub keyring: Keyring,
     /// containerd/docker style certs directories, searched in order.
     pub certs_dirs: Vec<PathBuf>,
     /// `host[:port]` entries for which TLS verification is off and plain HTTP allowed.
     pub insecure_registries: Vec<String>,
+    /// Establishing one connection.
     pub connect_timeout: Duration,
+    /// One whole request, including its body.
     pub request_timeout: Duration,
     /// Retries after the first attempt, for 429, 5xx and connection resets.
     pub max_retries: u32,
     /// Longest `Retry-After` staticpin will wait before giving up.
     pub max_retry_after: Duration,
+    /// Registry requests in flight at once.
     pub concurrency: usize,
     /// The whole run's budget: images not resolved by then fail as timeouts,
     /// so an unattended run cannot hang on a registry that trickles.

@@ -5,7 +5,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The wait before the first retry.
 pub const FIRST: Duration = Duration::from_secs(1);
+/// The longest wait, however many retries failed (before jitter).
 pub const MAX: Duration = Duration::from_secs(300);
 
 /// The wait before retry number `attempt` (1-based), jittered by `seed`.

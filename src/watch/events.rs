@@ -32,7 +32,10 @@ pub enum Kind {
     /// A writer closed the file (`IN_CLOSE_WRITE`).
     CloseWrite,
     /// Created in place (`IN_CREATE`); `dir` for a subdirectory.
-    Create { dir: bool },
+    Create {
+        /// The new entry is a directory (kubelet does not recurse into one).
+        dir: bool,
+    },
     /// Written to (`IN_MODIFY`): not finished until closed.
     Modify,
     /// Renamed away from here (`IN_MOVED_FROM`).
@@ -54,11 +57,15 @@ pub enum Kind {
 /// empty for [`Kind::Overflow`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// What happened.
     pub kind: Kind,
+    /// The path the event names: the file in a watched directory, or the
+    /// directory itself.
     pub path: PathBuf,
 }
 
 impl Event {
+    /// An event of `kind` on `path`.
     pub fn new(kind: Kind, path: impl Into<PathBuf>) -> Event {
         Event {
             kind,
@@ -179,6 +186,7 @@ pub struct Wake {
 }
 
 impl Wake {
+    /// Whether the batch asks for anything at all.
     pub fn any(&self) -> bool {
         self.pass || self.rearm || self.admission || self.upgrade
     }
@@ -194,8 +202,13 @@ impl Wake {
 /// The directories whose events mean something.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Roots {
+    /// kubelet's static pod directory: its manifests are what passes pin.
     pub manifest_dir: PathBuf,
+    /// Where `kubeadm upgrade` stages manifests; activity there holds passes
+    /// off.
     pub kubeadm_tmp_dir: PathBuf,
+    /// The admission files' directory, when the daemon wires admission; a
+    /// change there reruns the preflight.
     pub admission_dir: Option<PathBuf>,
 }
 
@@ -216,6 +229,8 @@ impl Tracker {
             .collect()
     }
 
+    /// Drops every write mark, e.g. after the watch failed and events may have
+    /// been lost.
     pub fn forget_all(&mut self) {
         self.writing.clear();
     }

@@ -14,12 +14,14 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 
+/// The memory file inside the state directory.
 pub const MEMORY_FILE: &str = "gate-memory.json";
 
 /// One refused change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Refused {
+    /// The manifest the change was made to.
     pub file: PathBuf,
     /// sha256 of the text restored by the rollback.
     pub before: String,
@@ -29,15 +31,20 @@ pub struct Refused {
     pub inputs: String,
     /// RFC 3339 UTC.
     pub at: String,
+    /// Why the gate failed it, for the log and the operator.
     pub reason: String,
 }
 
+/// The remembered refusals, loaded from and saved to
+/// `<stateDir>/gate-memory.json`.
 #[derive(Debug)]
 pub struct GateMemory {
     path: PathBuf,
     entries: Vec<Refused>,
 }
 
+/// Lowercase hex SHA-256 of `bytes`: how files and inputs are fingerprinted
+/// here.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -56,10 +63,13 @@ impl GateMemory {
         GateMemory { path, entries }
     }
 
+    /// Every change remembered, as last loaded or updated.
     pub fn entries(&self) -> &[Refused] {
         &self.entries
     }
 
+    /// Records a refused change, replacing any earlier one for the same file,
+    /// and saves at once.
     pub fn remember(&mut self, r: Refused) {
         self.entries.retain(|e| e.file != r.file);
         self.entries.push(r);

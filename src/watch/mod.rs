@@ -46,8 +46,11 @@ use prefetch::{Prefetch, Prefetched};
 /// Everything one configuration decides; rebuilt on SIGHUP.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    /// The validated config: paths, intervals and the daemon's own settings.
     pub settings: config::Settings,
+    /// How to reach registries, derived from the same config.
     pub registry: registry::Settings,
+    /// How each pass runs: mode, admission wiring, health gate, policy, lock.
     pub options: pass::Options,
 }
 

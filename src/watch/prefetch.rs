@@ -103,7 +103,9 @@ impl Prefetch {
 
 /// A resolver that takes prefetched answers first.
 pub struct Prefetched<'a, R> {
+    /// The resolver asked for anything not prefetched.
     pub inner: &'a R,
+    /// The answers started during the debounce.
     pub prefetch: &'a Prefetch,
 }
 
