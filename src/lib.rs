@@ -26,6 +26,8 @@
 // No unwrap outside tests: a panic on a control-plane node is a failed run
 // with no message. (Tests unwrap freely; the Cargo.toml [lints] hold everywhere.)
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// Every public item says what it is for; CI's `clippy -D warnings` holds it.
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod apiserver;

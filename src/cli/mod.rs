@@ -130,7 +130,13 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> u8 {
 /// How a subcommand prints its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    // `help = None`: a value's doc comment would otherwise become `--help`
+    // text, turning "[possible values: text, json]" into a list.
+    /// Lines for a person: one per file or image, errors on stderr.
+    #[value(help = None)]
     Text,
+    /// One JSON document on stdout, for scripts.
+    #[value(help = None)]
     Json,
 }
 

@@ -23,8 +23,6 @@
 //! The loader takes its paths as arguments so tests (and `check-config`) can
 //! point it anywhere.
 
-#![warn(missing_docs)]
-
 pub mod duration;
 mod file;
 mod settings;
