@@ -826,9 +826,51 @@ fn describe(f: &FileReport) -> (String, tracing::Level) {
             format!("{e}; left as it is, retrying with backoff"),
             Level::WARN,
         ),
+        Outcome::Failed(FileError::Write(e))
+            if e.io_kind() == Some(std::io::ErrorKind::ReadOnlyFilesystem) =>
+        {
+            (
+                format!(
+                    "{e}; left as it is. Under the systemd unit the manifest directory is \
+                     writable only if it existed when the service started: \
+                     `systemctl restart staticpin`"
+                ),
+                Level::ERROR,
+            )
+        }
         Outcome::Failed(e) => (
             format!("{e}; left as it is until it or the config changes"),
             Level::ERROR,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::{FsError, Step};
+
+    #[test]
+    fn a_read_only_manifest_directory_says_how_to_fix_it() {
+        let path = Path::new("/etc/kubernetes/manifests/etcd.yaml");
+        let erofs = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        let f = FileReport::new(
+            path,
+            Outcome::Failed(FileError::Write(FsError::io(Step::CreateTemp, path, erofs))),
+        );
+        let (text, level) = describe(&f);
+        assert_eq!(level, tracing::Level::ERROR);
+        assert!(text.contains("systemctl restart staticpin"), "{text}");
+
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let f = FileReport::new(
+            path,
+            Outcome::Failed(FileError::Write(FsError::io(
+                Step::CreateTemp,
+                path,
+                denied,
+            ))),
+        );
+        assert!(!describe(&f).0.contains("systemctl"));
     }
 }
