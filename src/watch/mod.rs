@@ -5,9 +5,12 @@
 //! compare-and-swap commit, gate, report, pruning), fed by:
 //!
 //! - [`events`]: inotify events on the manifest directory (and its parent,
-//!   the kubeadm tmp dir and the admission directory), reads and dotfiles
-//!   dropped, files still being written held back, debounced here on a
-//!   tokio timer (no thread ticks while idle);
+//!   the kubeadm tmp dir and the admission directory), read on the tokio
+//!   reactor with a mask that never asks for reads; dotfiles dropped, files
+//!   still being written held back; debounced here on a tokio timer (no
+//!   thread ticks while idle);
+//! - [`prefetch`]: the registry asked during the debounce for manifests
+//!   that are already complete;
 //! - [`upgrade`]: no writes while `kubeadm upgrade` runs (bounded hold);
 //! - [`backoff`]: transient failures retried 1 s doubling to 5 min;
 //! - [`memory`]: a kube-apiserver change the health gate rolled back is not
@@ -185,6 +188,9 @@ pub async fn run(load: Loader) -> u8 {
     loop {
         if pending && !d.held() {
             pending = false;
+            if d.watch.is_none() {
+                d.arm();
+            }
             if d.pass_unless_stopped(&mut term, &mut int, &mut watchdog, &stop_tx)
                 .await
             {
@@ -222,15 +228,17 @@ pub async fn run(load: Loader) -> u8 {
                         settle.poke(d.setup.settings.debounce);
                     }
                 }
+                // Watched again before the next pass, not here: a watch
+                // that keeps failing must not spin the loop.
                 Some(Err(e)) => {
                     tracing::warn!("file watch error: {e}; watching again and running a full pass");
                     d.tracker.forget_all();
-                    d.arm();
+                    d.watch = None;
                     settle.poke(d.setup.settings.debounce);
                 }
                 None => {
                     tracing::warn!("file watch ended; watching again and running a full pass");
-                    d.arm();
+                    d.watch = None;
                     settle.poke(d.setup.settings.debounce);
                 }
             },
