@@ -1033,3 +1033,60 @@ fn a_manifest_directory_that_appears_later_or_is_replaced_is_watched_again() {
     settle();
     assert_eq!(writes(&node), 3, "{}", w.log());
 }
+
+/// The daemon's prefetch runs between passes, typically long after the
+/// last pass began; the run deadline must not have already run out for it.
+/// Seen through the library: a prefetched answer means the fallback
+/// resolver (which always fails) is never needed.
+#[test]
+fn a_prefetch_long_after_the_last_pass_still_reaches_the_registry() {
+    use staticpin::policy::Policy;
+    use staticpin::reference::ImageRef;
+    use staticpin::registry::{self, HttpResolver, Resolution, ResolveError, Resolver};
+    use staticpin::watch::prefetch::{Prefetch, Prefetched};
+
+    struct Unreachable;
+    impl Resolver for Unreachable {
+        async fn resolve(&self, image: &ImageRef) -> Result<Resolution, ResolveError> {
+            Err(ResolveError {
+                image: image.to_string(),
+                registry: image.registry_host().to_string(),
+                kind: registry::ErrorKind::Connect,
+                detail: "the test's fallback: the prefetch did not answer".into(),
+            })
+        }
+    }
+
+    let node = Node::new("");
+    let digest = node.push("etcd", "3.5.16-0");
+    let image = format!("{}/etcd:3.5.16-0", node.reg.host);
+    let file = node.manifests().join("etcd.yaml");
+    std::fs::write(&file, pod("etcd", &image, "a")).unwrap();
+    let certs = node.path("no-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = Arc::new(HttpResolver::new(registry::Settings {
+            insecure_registries: vec![node.reg.host.clone()],
+            certs_dirs: vec![certs],
+            deadline: Duration::from_millis(300),
+            ..Default::default()
+        }));
+        // Idle for longer than the deadline since the resolver's last run.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let prefetch = Prefetch::new(Duration::from_secs(30));
+        prefetch.manifest(&file, &http, &Policy::default(), false);
+        // Let the prefetch task start (and claim its answer) before asking.
+        tokio::task::yield_now().await;
+        let resolver = Prefetched {
+            inner: &Unreachable,
+            prefetch: &prefetch,
+        };
+        let answer = resolver.resolve(&ImageRef::parse(&image).unwrap()).await;
+        assert_eq!(answer.unwrap().digest.to_string(), digest);
+    });
+}

@@ -62,6 +62,9 @@ impl Prefetch {
         if !plan::refusals(&loaded, policy).is_empty() {
             return;
         }
+        // A prefetch comes between passes, usually long after the last one
+        // started: it is a run of its own, with a whole deadline.
+        http.start_run();
         let now = Instant::now();
         let mut slots = self.slots();
         slots.retain(|_, s| now.duration_since(s.started) < self.fresh_for);
