@@ -71,7 +71,10 @@ pub struct Registry {
 }
 
 const START_ATTEMPTS: usize = 5;
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Generous: on a loaded 2-core CI machine a registry that has logged
+/// "listening" once took over 10 s to answer its first request. Only a
+/// registry that never starts waits this long.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Registry {
     /// Plain HTTP, no auth.
