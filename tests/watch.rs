@@ -547,6 +547,24 @@ fn a_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retried() {
     assert_eq!(read(&file), edited);
 }
 
+/// [`admission_init`], then wiring switched on in the config file (not a
+/// flag: under systemd the daemon runs with none); the admission config.
+fn admission_enabled(node: &Node, webhook: &Pki, dir: &Path) -> PathBuf {
+    admission_init(node, webhook, dir);
+    let admission_config = dir.join("admission_config.yaml");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node.path("config.yaml"))
+        .unwrap();
+    writeln!(
+        f,
+        "admission:\n  enabled: true\n  configFile: {}",
+        admission_config.display()
+    )
+    .unwrap();
+    admission_config
+}
+
 /// `staticpin admission init` into `dir`, for a webhook signed by `webhook`.
 fn admission_init(node: &Node, webhook: &Pki, dir: &Path) {
     let (cert, key) = webhook.client_cert("kube-apiserver");
@@ -634,20 +652,7 @@ fn a_wiring_change_that_fails_the_health_gate_is_rolled_back_once_and_not_retrie
     let cluster = Pki::new(node.tmp.path(), "cluster");
     let webhook = Pki::new(node.tmp.path(), "webhook");
     let admission = node.path("admission");
-    admission_init(&node, &webhook, &admission);
-    let admission_config = admission.join("admission_config.yaml");
-    // The config file, not a flag: under systemd the daemon runs with none.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(node.path("config.yaml"))
-        .unwrap();
-    writeln!(
-        f,
-        "admission:\n  enabled: true\n  configFile: {}",
-        admission_config.display()
-    )
-    .unwrap();
-    drop(f);
+    let admission_config = admission_enabled(&node, &webhook, &admission);
 
     let down = Unhealthy::start(&node, &cluster);
     let image = format!("{}/kube-apiserver:v1.31.0@{digest}", node.reg.host);
@@ -1089,4 +1094,39 @@ fn a_prefetch_long_after_the_last_pass_still_reaches_the_registry() {
         let answer = resolver.resolve(&ImageRef::parse(&image).unwrap()).await;
         assert_eq!(answer.unwrap().digest.to_string(), digest);
     });
+}
+
+/// STATUS says "apiserver wired" only while the wiring is in place and its
+/// admission files pass preflight: broken admission files turn it into
+/// "apiserver wiring failing" (before, it kept saying "wired").
+#[test]
+fn status_says_apiserver_wired_only_while_the_wiring_holds() {
+    let node = Node::new("");
+    let digest = node.push("kube-apiserver", "v1.31.0");
+    let webhook = Pki::new(node.tmp.path(), "webhook");
+    let admission = node.path("admission");
+    let admission_config = admission_enabled(&node, &webhook, &admission);
+    let image = format!("{}/kube-apiserver:v1.31.0@{digest}", node.reg.host);
+    let file = node.manifests().join("kube-apiserver.yaml");
+    std::fs::write(&file, apiserver_manifest("wiring", &admission, &image, &[])).unwrap();
+
+    let w = watch(&node, &[]);
+    w.wait_note("READY=1", 1);
+    assert!(
+        w.last_status()
+            .contains("1 manifests: 1 pinned, apiserver wired;"),
+        "{:?}\n{}",
+        w.notes(),
+        w.log()
+    );
+    assert_eq!(writes(&node), 1, "{}", w.log());
+
+    std::fs::write(&admission_config, "apiVersion: [not yaml\n").unwrap();
+    wait_until(WAIT, || {
+        w.last_status()
+            .contains("apiserver wiring failing")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", w.notes(), w.log()));
+    assert_eq!(writes(&node), 1, "nothing written: {}", w.log());
 }

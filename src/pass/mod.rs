@@ -258,6 +258,7 @@ fn finish(
     run: Option<&mut crate::backup::BackupRun>,
 ) -> FileReport {
     let mut report = FileReport::new(&l.path, Outcome::Unchanged);
+    report.is_apiserver = l.is_apiserver;
     let plan = match plan::plan(l, answers, options) {
         Ok(p) => p,
         Err((e, images)) => {

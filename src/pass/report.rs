@@ -215,6 +215,9 @@ pub struct FileReport {
     pub backup: Option<PathBuf>,
     /// Admission wiring done (or planned) in this file, and preflight warnings.
     pub admission: Vec<String>,
+    /// The file is the kube-apiserver manifest (the one admission is wired
+    /// into), whatever happened to it.
+    pub is_apiserver: bool,
     /// kube-apiserver.yaml was rewritten, so the apiserver restarts.
     pub apiserver_changed: bool,
     /// The bytes written, for the health gate's compare-and-swap.
@@ -232,6 +235,7 @@ impl FileReport {
             diff: None,
             backup: None,
             admission: Vec::new(),
+            is_apiserver: false,
             apiserver_changed: false,
             written: None,
             wired: false,

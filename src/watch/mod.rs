@@ -102,6 +102,9 @@ struct FileState {
     logged: String,
     failing: bool,
     ok: bool,
+    /// The kube-apiserver manifest, whose last outcome says whether the
+    /// admission wiring is in place.
+    apiserver: bool,
 }
 
 struct Retry {
@@ -672,6 +675,7 @@ impl Daemon {
             }
             entry.failing = failing;
             entry.ok = matches!(f.outcome, Outcome::Changed { .. } | Outcome::Unchanged);
+            entry.apiserver = f.is_apiserver;
             match &f.outcome {
                 Outcome::Failed(e) if e.is_transient() => self.schedule(f.path.clone()),
                 _ => {
@@ -783,10 +787,16 @@ impl Daemon {
                 .collect();
             let pinned = in_dir.iter().filter(|(_, s)| s.ok).count();
             let failing = in_dir.iter().filter(|(_, s)| s.failing).count();
-            let wired = match &self.setup.options.admission {
-                Some(_) if self.blocked.is_empty() => ", apiserver wired",
-                Some(_) => ", apiserver not wired",
-                None => "",
+            // Wired only when the apiserver manifest's last pass succeeded
+            // with wiring requested: planned wiring that applied, or found
+            // in place. A failed preflight leaves it unconfirmed.
+            let apiserver_ok = in_dir.iter().find(|(_, s)| s.apiserver).map(|(_, s)| s.ok);
+            let wired = match (&self.setup.options.admission, apiserver_ok) {
+                (None, _) => "",
+                (Some(_), _) if !self.blocked.is_empty() => ", apiserver not wired",
+                (Some(_), Some(true)) => ", apiserver wired",
+                (Some(_), Some(false)) => ", apiserver wiring failing",
+                (Some(_), None) => ", no kube-apiserver manifest to wire",
             };
             let last = self
                 .last_pass
