@@ -25,7 +25,8 @@
 //!    `GET /v2/<repo>/manifests/<tag>` to docker-registry: about 1 ms back to
 //!    back, about 6 ms after 250 ms idle), so only the first compares like
 //!    with like. Target: warm median minus the debounce ≤ 0.5 × that one.
-//! 3. RSS after start and after 1,000 file events (target ≤ 15 MiB, no growth).
+//! 3. RSS after start and after 1,000 and 2,000 file events (target ≤ 15 MiB,
+//!    no growth).
 //! 4. CPU time over an idle period, `STATICPIN_BENCH_IDLE` seconds
 //!    (default 60): target effectively zero.
 //!
@@ -165,18 +166,23 @@ fn main() {
         coldl.push(measure(tag, digest, &format!("c{i}")));
     }
 
-    // 1,000 events: an already pinned manifest renamed in again and again.
+    // 1,000 events, twice: an already pinned manifest renamed in again and
+    // again. The second thousand shows whether memory keeps growing.
     let pinned = std::fs::read_to_string(&file).unwrap();
-    for i in 0..1000 {
-        let staged = staging.join("x.yaml");
-        std::fs::write(&staged, &pinned).unwrap();
-        std::fs::rename(&staged, node.manifests().join(format!("x{}.yaml", i % 10))).unwrap();
-        if i % 50 == 0 {
-            std::thread::sleep(Duration::from_millis(20));
+    let thousand_events = || {
+        for i in 0..1000 {
+            let staged = staging.join("x.yaml");
+            std::fs::write(&staged, &pinned).unwrap();
+            std::fs::rename(&staged, node.manifests().join(format!("x{}.yaml", i % 10))).unwrap();
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-    }
-    std::thread::sleep(Duration::from_millis(2000));
-    let rss_events = rss_kib(pid);
+        std::thread::sleep(Duration::from_millis(2000));
+        rss_kib(pid)
+    };
+    let rss_events = thousand_events();
+    let rss_events2 = thousand_events();
     drop(rx);
 
     eprintln!("idle for {} s …", idle.as_secs());
@@ -219,9 +225,10 @@ fn main() {
         net.as_secs_f64() / one.as_secs_f64()
     );
     println!(
-        "  RSS after start {:.1} MiB, after 1,000 events {:.1} MiB, after idle {:.1} MiB (target ≤ 15 MiB)",
+        "  RSS after start {:.1} MiB, after 1,000 events {:.1} MiB, after 2,000 {:.1} MiB, after idle {:.1} MiB (target ≤ 15 MiB)",
         rss_start as f64 / 1024.0,
         rss_events as f64 / 1024.0,
+        rss_events2 as f64 / 1024.0,
         rss_end as f64 / 1024.0
     );
     println!(
