@@ -1,7 +1,7 @@
-# Shared by packaging/test-deb.sh and packaging/test-ansible.sh (sourced):
-# a throwaway docker-registry on a free loopback port with two-platform
-# control-plane images pushed by skopeo (as examples/demo.sh does), and a
-# kubeadm-style manifest directory that points at it.
+# Shared by examples/demo.sh, packaging/test-deb.sh and
+# packaging/test-ansible.sh (sourced): a throwaway docker-registry on a free
+# loopback port with two-platform control-plane images pushed by skopeo, and
+# a kubeadm-style manifest directory that points at it.
 # Needs: WORK (a temp dir the caller removes), docker-registry, skopeo, curl.
 
 START=${START:-$SECONDS}
