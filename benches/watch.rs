@@ -43,7 +43,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use inotify::{Inotify, WatchMask};
-use support::node::{pod, Node, BIN};
+use support::node::{pod, Node};
 
 const DEBOUNCE_MS: u64 = 250;
 
@@ -253,30 +253,14 @@ fn start(node: &Node) -> (Child, mpsc::Receiver<()>) {
             }
         }
     });
-    std::fs::create_dir_all(node.path("kubeadm-tmp")).unwrap();
-    let child = Command::new(BIN)
-        .env_clear()
-        .env("HOME", node.path("home"))
-        .env("NOTIFY_SOCKET", &sock_path)
-        .current_dir(node.path("cwd"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let child = node
+        .watch_command(&sock_path)
         .stderr(Stdio::null())
-        .args(["watch", "--config"])
-        .arg(node.path("config.yaml"))
-        .args([
-            "--log-target",
-            "stderr",
-            "--insecure-registry",
-            &node.reg.host,
-        ])
         .args([
             "--no-health-gate",
             "--debounce",
             &format!("{DEBOUNCE_MS}ms"),
         ])
-        .arg("--kubeadm-tmp-dir")
-        .arg(node.path("kubeadm-tmp"))
         .spawn()
         .unwrap();
     (child, rx)

@@ -54,28 +54,10 @@ fn watch_env(node: &Node, extra: &[&str], env: &[(&str, &str)]) -> Watch {
             }
         });
     }
-    std::fs::create_dir_all(node.path("kubeadm-tmp")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", node.path("home"))
-        .env("NOTIFY_SOCKET", &sock_path)
-        .envs(env.iter().copied())
-        .current_dir(node.path("cwd"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let mut cmd = node.watch_command(&sock_path);
+    cmd.envs(env.iter().copied())
         .stderr(Stdio::piped())
-        .args(["watch", "--config"])
-        .arg(node.path("config.yaml"))
-        .args([
-            "--log-target",
-            "stderr",
-            "--insecure-registry",
-            &node.reg.host,
-        ])
         .args(["--timeout", "5", "--retries", "0", "--debounce", "50ms"])
-        .arg("--kubeadm-tmp-dir")
-        .arg(node.path("kubeadm-tmp"))
         .args(extra);
     if !extra.contains(&"--health-url") {
         cmd.arg("--no-health-gate");

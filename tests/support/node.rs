@@ -92,6 +92,22 @@ impl Node {
         c
     }
 
+    /// `staticpin watch` over this node, as the watch tests and benchmark
+    /// start it: notifications to `notify_socket`, logs to stderr, the
+    /// node's registry insecure, its own kubeadm tmp dir.
+    pub fn watch_command(&self, notify_socket: &Path) -> Command {
+        let kubeadm_tmp = self.path("kubeadm-tmp");
+        std::fs::create_dir_all(&kubeadm_tmp).unwrap();
+        let mut c = self.command("watch", &[], &[]);
+        c.env("NOTIFY_SOCKET", notify_socket)
+            .stdout(Stdio::null())
+            .args(["--log-target", "stderr", "--insecure-registry"])
+            .arg(&self.reg.host)
+            .arg("--kubeadm-tmp-dir")
+            .arg(kubeadm_tmp);
+        c
+    }
+
     pub fn run(&self, sub: &str, args: &[&str]) -> Out {
         Out::from(run_output(&mut self.command(sub, args, &[])))
     }
