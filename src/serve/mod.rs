@@ -198,22 +198,19 @@ fn spawn_decisions(
     tokio::spawn(async move {
         let _permit = permit;
         let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+        let handshake = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(e)) => Err(format!("refused: {e}")),
+            Err(_) => Err("timed out".to_string()),
+        };
+        let tls = match handshake {
+            Ok(tls) => tls,
+            Err(why) => {
                 shared
                     .metrics
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!("TLS handshake with {peer} refused: {e}");
-                return;
-            }
-            Err(_) => {
-                shared
-                    .metrics
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!("TLS handshake with {peer} timed out");
+                tracing::info!("TLS handshake with {peer} {why}");
                 return;
             }
         };
