@@ -755,15 +755,7 @@ fn local_init_is_consistent_private_and_checked_by_doctor() {
 fn systemd_unit_verifies_and_is_hardened() {
     let unit =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/staticpin-serve.service");
-    if !support::have_tool("systemd-analyze") {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "systemd-analyze is required when CI is set"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED systemd_unit_verifies_and_is_hardened: systemd-analyze not found"
-        );
+    if !support::systemd::have_analyze("systemd_unit_verifies_and_is_hardened") {
         return;
     }
     let text = std::fs::read_to_string(&unit).unwrap();
@@ -782,44 +774,7 @@ fn systemd_unit_verifies_and_is_hardened() {
             .any(|l| l.starts_with("ReadWritePaths=") && l.len() > "ReadWritePaths=".len()),
         "the unit must have no writable paths"
     );
-    // verify also checks that ExecStart's binary exists: point only that path
-    // at the binary under test; every other line is verified as shipped.
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("staticpin-serve.service");
-    assert_eq!(text.matches("/usr/bin/staticpin ").count(), 1);
-    std::fs::write(
-        &copy,
-        text.replace(
-            "/usr/bin/staticpin ",
-            &format!("{} ", env!("CARGO_BIN_EXE_staticpin")),
-        ),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "verify: {stderr}"
-    );
-
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let score: f64 = stdout
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for staticpin-serve.service: ")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure score in:\n{stdout}"));
+    support::systemd::verify(&unit);
+    let (score, stdout) = support::systemd::exposure(&unit);
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{stdout}");
 }

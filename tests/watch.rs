@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::apiserver::{write_livez, Apiserver, ETCD_DOWN, OK};
 use support::node::{pod, Node, BIN};
-use support::{have_tool, wait_until, Pki};
+use support::{wait_until, Pki};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -752,48 +752,15 @@ fn sighup_reloads_or_keeps_the_old_config_and_sigterm_exits_quickly() {
 /// copy pointing at the built binary; the security score on the unit itself.
 #[test]
 fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
-    if !have_tool("systemd-analyze") {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "systemd-analyze is required when CI is set"
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED unit checks: no systemd-analyze");
+    if !support::systemd::have_analyze("the_unit_verifies_and_its_exposure_is_at_most_2_5") {
         return;
     }
     let unit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/staticpin.service");
     let text = read(&unit);
     assert!(text.contains("ExecStart=/usr/bin/staticpin watch\n"));
     assert!(!text.contains("Before=kubelet"), "must never delay kubelet");
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("staticpin.service");
-    std::fs::write(
-        &copy,
-        text.replace("ExecStart=/usr/bin/staticpin", &format!("ExecStart={BIN}")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "verify: {stderr}"
-    );
-
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let score: f64 = text
-        .lines()
-        .find_map(|l| l.split("exposure level for staticpin.service:").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    support::systemd::verify(&unit);
+    let (score, text) = support::systemd::exposure(&unit);
     assert!(score <= 2.5, "exposure {score}:\n{text}");
 }
 

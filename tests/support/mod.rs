@@ -33,6 +33,7 @@ pub mod oci;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
+pub mod systemd;
 pub mod token;
 pub mod webhook;
 
