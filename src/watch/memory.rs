@@ -128,26 +128,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kube-apiserver.yaml");
         std::fs::write(&file, "before").unwrap();
-        let mut m = GateMemory::load(dir.path());
-        m.remember(Refused {
+        let refused = || Refused {
             file: file.clone(),
             before: sha256_hex(b"before"),
             after: sha256_hex(b"after"),
             inputs: "i1".into(),
             at: "t".into(),
             reason: "unhealthy".into(),
-        });
+        };
+        let mut m = GateMemory::load(dir.path());
+        m.remember(refused());
         let mut m = GateMemory::load(dir.path());
         assert_eq!(m.blocked("i1").len(), 1, "survives a restart");
         assert!(m.blocked("i2").is_empty(), "inputs changed");
-        m.remember(Refused {
-            file: file.clone(),
-            before: sha256_hex(b"before"),
-            after: sha256_hex(b"after"),
-            inputs: "i1".into(),
-            at: "t".into(),
-            reason: "unhealthy".into(),
-        });
+        m.remember(refused());
         std::fs::write(&file, "edited").unwrap();
         assert!(m.blocked("i1").is_empty(), "manifest changed");
     }
