@@ -42,26 +42,11 @@ impl Node {
     }
 
     fn init(&self, dir: &str) {
-        let (cert, key) = self.webhook.client_cert("kube-apiserver");
         let out = self.run(
-            self.sb
-                .command()
-                .args([
-                    "admission",
-                    "init",
-                    "--webhook-url",
-                    "https://127.0.0.1:9443/check-image",
-                ])
-                .arg("--webhook-ca")
-                .arg(&self.webhook.ca_crt)
-                .arg("--client-cert")
-                .arg(&cert)
-                .arg("--client-key")
-                .arg(&key)
-                .arg("--dir")
-                .arg(self.path(dir))
-                .arg("--manifest-dir")
-                .arg(self.path("manifests")),
+            self.sb.command().args(
+                self.webhook
+                    .admission_init_args(&self.path(dir), &self.path("manifests")),
+            ),
         );
         assert_eq!(
             out.status.code(),

@@ -549,28 +549,12 @@ fn admission_enabled(node: &Node, webhook: &Pki, dir: &Path) -> PathBuf {
 
 /// `staticpin admission init` into `dir`, for a webhook signed by `webhook`.
 fn admission_init(node: &Node, webhook: &Pki, dir: &Path) {
-    let (cert, key) = webhook.client_cert("kube-apiserver");
     let out = support::run_output(
         Command::new(BIN)
             .env_clear()
             .env("HOME", node.path("home"))
             .current_dir(node.path("cwd"))
-            .args([
-                "admission",
-                "init",
-                "--webhook-url",
-                "https://127.0.0.1:9443/check-image",
-            ])
-            .arg("--webhook-ca")
-            .arg(&webhook.ca_crt)
-            .arg("--client-cert")
-            .arg(&cert)
-            .arg("--client-key")
-            .arg(&key)
-            .arg("--dir")
-            .arg(dir)
-            .arg("--manifest-dir")
-            .arg(node.manifests()),
+            .args(webhook.admission_init_args(dir, &node.manifests())),
     );
     assert!(
         out.status.success(),

@@ -67,6 +67,29 @@ impl Pki {
         pki
     }
 
+    /// `admission init` arguments for a webhook this CA serves (at
+    /// 127.0.0.1:9443), kube-apiserver's client certificate signed by it,
+    /// files into `dir`, mount checked against `manifest_dir`.
+    pub fn admission_init_args(&self, dir: &Path, manifest_dir: &Path) -> Vec<std::ffi::OsString> {
+        let (cert, key) = self.client_cert("kube-apiserver");
+        vec![
+            "admission".into(),
+            "init".into(),
+            "--webhook-url".into(),
+            "https://127.0.0.1:9443/check-image".into(),
+            "--webhook-ca".into(),
+            self.ca_crt.clone().into(),
+            "--client-cert".into(),
+            cert.into(),
+            "--client-key".into(),
+            key.into(),
+            "--dir".into(),
+            dir.into(),
+            "--manifest-dir".into(),
+            manifest_dir.into(),
+        ]
+    }
+
     /// A client certificate (EKU clientAuth, CN=`cn`) signed by this CA.
     /// Returns (cert, key) paths: `dir/client-CN.crt`, `dir/client-CN.key`.
     pub fn client_cert(&self, cn: &str) -> (PathBuf, PathBuf) {
